@@ -1,0 +1,60 @@
+"""The hybrid layer's history branch: a gated linear recurrence over tokens that left the window.
+
+DESIGN.md section 3. When token j leaves the window (at query position j + W), its cached key and
+value are absorbed: S <- exp(dt_j A) S + dt_j v_j k_j^T, with dt_j = softplus(w . x_j + b) > 0 from
+token j's layer input (kept in a ring beside its KV entry) and A = -exp(A_log) < 0, both per KV
+head. Query t reads y_t = S q_t (q after RoPE, as attention sees it) and the layer adds
+sigmoid(gate) * y_t per query head. One state per KV head; query heads of a group share it.
+Parameters are fp32 and, for pretrained checkpoints, initialised from a seed (Mamba-2's ranges).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GATE_INIT = -4.0  # sigmoid(-4) ~ 0.018: the branch starts as a small correction to the window
+
+
+class HistoryBranch(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int) -> None:
+        super().__init__()
+        self.dt_proj = nn.Linear(hidden_size, num_kv_heads, bias=True, dtype=torch.float32)
+        self.A_log = nn.Parameter(torch.zeros(num_kv_heads, dtype=torch.float32))
+        self.gate = nn.Parameter(torch.zeros(num_heads, dtype=torch.float32))
+
+    @torch.no_grad()
+    def init_seeded(self, generator: torch.Generator) -> None:
+        """Deterministic init: A in [1, 16], dt in [1e-3, 1e-1] at zero input (as Mamba-2),
+        small dt projection, gate at GATE_INIT."""
+        dev = self.A_log.device
+
+        def uniform(n: int, lo: float, hi: float) -> torch.Tensor:
+            return (torch.rand(n, generator=generator) * (hi - lo) + lo).to(dev)
+
+        heads = self.A_log.numel()
+        self.A_log.copy_(torch.log(uniform(heads, 1.0, 16.0)))
+        dt = torch.exp(uniform(heads, math.log(1e-3), math.log(1e-1)))
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        std = 1.0 / math.sqrt(self.dt_proj.in_features)
+        self.dt_proj.weight.copy_((torch.randn(self.dt_proj.weight.shape, generator=generator) * std * 0.1).to(dev))
+        self.gate.fill_(GATE_INIT)
+
+    def dt(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, hidden] layer input -> [N, Hkv] fp32 step sizes, all > 0."""
+        return F.softplus(self.dt_proj(x.float()))
+
+    @property
+    def A(self) -> torch.Tensor:
+        return -torch.exp(self.A_log)
+
+    def mix(self, window_out: torch.Tensor, history_out: torch.Tensor) -> torch.Tensor:
+        """window_out, history_out: [N, H, D] -> window_out + sigmoid(gate) * history_out."""
+        gate = torch.sigmoid(self.gate).to(window_out.dtype)[None, :, None]
+        return window_out + gate * history_out.to(window_out.dtype)
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,181 @@
+"""Model resolution and weight loading: local safetensors folders, Hugging Face ids, presets, dummy.
+
+Weights are only ever read from safetensors (no pickle, no checkpoint code is run). Every tensor
+is checked against the model's shape, and every parameter must be covered, so a bad checkpoint
+fails with the file and tensor named instead of running with garbage.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from hybench.engine.errors import CheckpointError, EngineConfigError
+from hybench.engine.llama import LlamaForCausalLM
+from hybench.engine.model_config import PRESETS, ModelConfig, preset_config
+
+INDEX_FILE = "model.safetensors.index.json"
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+DUMMY_STD = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    config: ModelConfig
+    weight_files: tuple[str, ...]  # empty for dummy weights
+
+
+def resolve_model(model: str, load_format: str = "auto") -> ResolvedModel:
+    """Find a model's config and (unless dummy) its safetensors files."""
+    if os.path.isdir(model):
+        config = ModelConfig.from_file(os.path.join(model, "config.json"), model)
+        return ResolvedModel(config, () if load_format == "dummy" else safetensors_files(model))
+    preset = preset_config(model)
+    # A built-in preset that is not a Hub id (tiny-llama) has no weights anywhere: auto means dummy.
+    if preset is not None and (load_format == "dummy" or "/" not in model):
+        return ResolvedModel(preset, ())
+    folder = _hub_snapshot(model)
+    if folder is None:
+        if preset is not None:
+            raise EngineConfigError(
+                f"no weights for {model} are reachable (offline, or gated on the Hub); "
+                "use --load-format dummy for random weights of the same shape")
+        raise EngineConfigError(
+            f"unknown model {model!r}: not a local folder, not reachable on the Hugging Face Hub, and not "
+            f"a preset ({', '.join(PRESETS)})")
+    config = ModelConfig.from_file(os.path.join(folder, "config.json"), model)
+    return ResolvedModel(config, () if load_format == "dummy" else safetensors_files(folder))
+
+
+def _hub_snapshot(model_id: str) -> str | None:
+    """A local snapshot of a Hub repo's config and safetensors, or None when unreachable."""
+    if model_id.count("/") > 1 or model_id.startswith((".", "/")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    patterns = ["config.json", "*.safetensors", INDEX_FILE]
+    for local_only in (True, False):
+        try:
+            return snapshot_download(model_id, allow_patterns=patterns, local_files_only=local_only)
+        except Exception:  # noqa: BLE001 - any hub failure means "not reachable" here
+            if local_only and os.environ.get("HF_HUB_OFFLINE") == "1":
+                return None
+    return None
+
+
+def safetensors_files(folder: str) -> tuple[str, ...]:
+    index = os.path.join(folder, INDEX_FILE)
+    if os.path.exists(index):
+        try:
+            with open(index, encoding="utf-8") as fh:
+                names = sorted(set(json.load(fh)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{index} is malformed: {exc}") from None
+        files = [os.path.join(folder, name) for name in names]
+        missing = [f for f in files if not os.path.exists(f)]
+        if missing:
+            raise CheckpointError(f"{index} lists shards that are missing: {', '.join(missing)}")
+        return tuple(files)
+    files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
+    if not files:
+        pickles = glob.glob(os.path.join(folder, "*.bin")) + glob.glob(os.path.join(folder, "*.pt"))
+        hint = " (pickle weights such as .bin are never loaded)" if pickles else ""
+        raise CheckpointError(f"no .safetensors weights in {folder}{hint}; use --load-format dummy for random weights")
+    return tuple(files)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_model(resolved: ResolvedModel, device: torch.device, dtype: torch.dtype, max_positions: int,
+                seed: int) -> LlamaForCausalLM:
+    """Allocate the model directly on `device` in `dtype`, then load or randomly fill its weights."""
+    with _default_dtype(dtype), torch.device("meta"):
+        model = LlamaForCausalLM(resolved.config, max_positions)
+    model.to_empty(device=device)
+    model.model.layers[0].self_attn.rotary.build(device)
+    if resolved.config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    if resolved.weight_files:
+        load_safetensors(model, resolved.weight_files)
+    else:
+        init_dummy(model, seed)
+    return model.eval()
+
+
+@torch.no_grad()
+def init_dummy(model: LlamaForCausalLM, seed: int) -> None:
+    """Random weights with the real shapes: normal(0, 0.02) matrices, unit norms, zero biases."""
+    device = model.lm_head.weight.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for name, param in model.named_parameters():
+        if name.endswith("norm.weight"):
+            param.fill_(1.0)
+        elif name.endswith(".bias"):
+            param.zero_()
+        else:
+            param.copy_(torch.randn(param.shape, generator=generator, device=device, dtype=torch.float32) * DUMMY_STD)
+
+
+def _target(model: LlamaForCausalLM, name: str) -> tuple[str, slice | None]:
+    """Our parameter and row range for a Hugging Face tensor name (q/k/v and gate/up are fused)."""
+    c = model.config
+    q, kv, inter = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size
+    fused = {
+        "self_attn.q_proj": ("self_attn.qkv_proj", slice(0, q)),
+        "self_attn.k_proj": ("self_attn.qkv_proj", slice(q, q + kv)),
+        "self_attn.v_proj": ("self_attn.qkv_proj", slice(q + kv, q + 2 * kv)),
+        "mlp.gate_proj": ("mlp.gate_up_proj", slice(0, inter)),
+        "mlp.up_proj": ("mlp.gate_up_proj", slice(inter, 2 * inter)),
+    }
+    for hf, (ours, rows) in fused.items():
+        marker = f".{hf}."
+        if marker in name:
+            return name.replace(marker, f".{ours}."), rows
+    return name, None
+
+
+@torch.no_grad()
+def load_safetensors(model: LlamaForCausalLM, files: tuple[str, ...]) -> None:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    covered = {name: 0 for name in dict(model.named_parameters())}
+    for path in files:
+        try:
+            with safe_open(path, framework="pt", device=str(model.lm_head.weight.device)) as fh:
+                for name in fh.keys():
+                    if name.endswith(IGNORED_SUFFIXES):
+                        continue
+                    if name == "lm_head.weight" and model.config.tie_word_embeddings:
+                        continue
+                    target, rows = _target(model, name)
+                    if target not in params:
+                        raise CheckpointError(f"{path}: tensor {name!r} does not belong to a {model.config.architecture}")
+                    param = params[target]
+                    dest = param if rows is None else param[rows]
+                    tensor = fh.get_tensor(name)
+                    if tuple(tensor.shape) != tuple(dest.shape):
+                        raise CheckpointError(
+                            f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, the config implies "
+                            f"{tuple(dest.shape)}")
+                    dest.copy_(tensor)
+                    covered[target] += dest.numel()
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"cannot read {path} (truncated or not safetensors?): {exc}") from None
+    missing = [name for name, count in covered.items() if count != params[name].numel()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise CheckpointError(f"checkpoint {os.path.dirname(files[0])} lacks weights for {shown}")

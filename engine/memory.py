@@ -1,0 +1,61 @@
+"""Analytic memory accounting (DESIGN.md section 4): bytes one sequence costs in each config.
+
+These formulas size the KV pool, decide how many sequences run at once, and are reported beside
+the measured numbers; a test checks they equal the bytes the KV cache really allocates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hybench.engine.config import EngineConfig
+
+GIB = 1024**3
+STATE_DTYPE = torch.float32  # the SSM state and dt ring stay in fp32 whatever the model dtype
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceMemory:
+    """Per-sequence byte costs of one engine configuration."""
+
+    num_layers: int
+    kv_heads: int
+    head_dim: int
+    kv_elem_bytes: int
+    window: int | None  # None for full attention
+    has_history: bool
+
+    @classmethod
+    def of(cls, config: EngineConfig) -> "SequenceMemory":
+        m = config.model
+        return cls(
+            num_layers=m.num_layers,
+            kv_heads=m.num_kv_heads,
+            head_dim=m.head_dim,
+            kv_elem_bytes=torch.empty((), dtype=config.dtype).element_size(),
+            window=config.window if config.windowed else None,
+            has_history=config.attention == "hybrid",
+        )
+
+    def kv_tokens(self, tokens: int) -> int:
+        return tokens if self.window is None else min(tokens, self.window)
+
+    def kv_bytes(self, tokens: int) -> int:
+        """K and V of every layer: 2 * Hkv * D * elem * kept tokens, per layer."""
+        return self.num_layers * 2 * self.kv_heads * self.head_dim * self.kv_elem_bytes * self.kv_tokens(tokens)
+
+    def state_bytes(self) -> int:
+        """History state S (one Dv x Dk matrix per KV head), fp32, constant in sequence length."""
+        if not self.has_history:
+            return 0
+        return self.num_layers * self.kv_heads * self.head_dim * self.head_dim * STATE_DTYPE.itemsize
+
+    def dt_ring_bytes(self, tokens: int) -> int:
+        """dt of every token still in the window, kept to absorb it when it leaves."""
+        if not self.has_history:
+            return 0
+        return self.num_layers * self.kv_heads * STATE_DTYPE.itemsize * self.kv_tokens(tokens)
+
+    def sequence_bytes(self, tokens: int) -> int:
+        return self.kv_bytes(tokens) + self.state_bytes() + self.dt_ring_bytes(tokens)

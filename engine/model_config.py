@@ -1,0 +1,131 @@
+"""ModelConfig: the shape of a Llama-family decoder, read from a Hugging Face config.json."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from hybench.engine.errors import CheckpointError, EngineConfigError
+
+# Architectures whose weights and math this engine implements, and whether q/k/v carry a bias.
+SUPPORTED_ARCHITECTURES = {
+    "LlamaForCausalLM": None,  # None: from the config's attention_bias (default False)
+    "MistralForCausalLM": False,
+    "Qwen2ForCausalLM": True,
+}
+SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    qkv_bias: bool
+    o_bias: bool
+    torch_dtype: str | None
+    rope_scaling: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_heads % self.num_kv_heads:
+            raise EngineConfigError(
+                f"{self.name}: num_attention_heads ({self.num_heads}) is not a multiple of "
+                f"num_key_value_heads ({self.num_kv_heads})")
+        rope_type = self.rope_scaling.get("rope_type", "default")
+        if rope_type not in SUPPORTED_ROPE_TYPES:
+            raise EngineConfigError(
+                f"{self.name}: rope type {rope_type!r} is not supported "
+                f"(supported: {', '.join(SUPPORTED_ROPE_TYPES)})")
+
+    @property
+    def num_params(self) -> int:
+        """Parameters of the pretrained model (embeddings counted once when tied)."""
+        h, d = self.hidden_size, self.head_dim
+        attn = h * (self.num_heads + 2 * self.num_kv_heads) * d + self.num_heads * d * h
+        attn += (self.num_heads + 2 * self.num_kv_heads) * d if self.qkv_bias else 0
+        mlp = 3 * h * self.intermediate_size
+        per_layer = attn + mlp + 2 * h
+        embed = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
+        return self.num_layers * per_layer + embed + h
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], name: str) -> "ModelConfig":
+        archs = raw.get("architectures") or [f"{str(raw.get('model_type', '?')).capitalize()}ForCausalLM"]
+        arch = archs[0]
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise EngineConfigError(
+                f"{name}: architecture {arch} is not supported "
+                f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+        try:
+            hidden = int(raw["hidden_size"])
+            heads = int(raw["num_attention_heads"])
+            bias = SUPPORTED_ARCHITECTURES[arch]
+            attention_bias = bool(raw.get("attention_bias", False))
+            # transformers 5 folds rope_theta and rope_scaling into rope_parameters.
+            rope = dict(raw.get("rope_parameters") or raw.get("rope_scaling") or {})
+            if "type" in rope and "rope_type" not in rope:
+                rope["rope_type"] = rope.pop("type")
+            theta = float(rope.pop("rope_theta", raw.get("rope_theta", 10000.0)))
+            return cls(
+                name=name,
+                architecture=arch,
+                vocab_size=int(raw["vocab_size"]),
+                hidden_size=hidden,
+                intermediate_size=int(raw["intermediate_size"]),
+                num_layers=int(raw["num_hidden_layers"]),
+                num_heads=heads,
+                num_kv_heads=int(raw.get("num_key_value_heads") or heads),
+                head_dim=int(raw.get("head_dim") or hidden // heads),
+                rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+                rope_theta=theta,
+                max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+                tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+                qkv_bias=attention_bias if bias is None else bias,
+                o_bias=attention_bias if bias is None else False,
+                torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),
+                rope_scaling=rope,
+            )
+        except KeyError as exc:
+            raise CheckpointError(f"{name}: config.json has no {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{name}: config.json has a malformed value: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: str, name: str) -> "ModelConfig":
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{path} is not a JSON object")
+        return cls.from_dict(raw, name)
+
+
+PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
+# Model ids that resolve to a config shipped with the project, so they run offline with dummy weights.
+PRESETS = {
+    "tiny-llama": "tiny-llama.json",
+    "meta-llama/Llama-3.2-1B": "Llama-3.2-1B.json",
+    "meta-llama/Llama-3.2-3B": "Llama-3.2-3B.json",
+    "meta-llama/Llama-3.1-8B": "Llama-3.1-8B.json",
+    "mistralai/Mistral-7B-v0.1": "Mistral-7B-v0.1.json",
+}
+
+
+def preset_config(model: str) -> ModelConfig | None:
+    filename = PRESETS.get(model)
+    return None if filename is None else ModelConfig.from_file(os.path.join(PRESET_DIR, filename), model)
