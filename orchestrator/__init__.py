@@ -1,0 +1,1 @@
+"""Orchestrator: the CLI and the Ray driver that turns a sweep into jobs on GPU-pinned actors."""

@@ -1,0 +1,63 @@
+"""`hybench`: one console script, one subcommand per step of the data flow.
+
+Every user mistake (bad flag, unknown model, unreadable store, bad SQL) ends as one line on stderr
+and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from hybench.workers.job_spec import project_version
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the full usage is one `--help` away)."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hybench.orchestrator.bench_cli import add_bench_parser
+
+    parser = _Parser(
+        prog="hybench",
+        description="Measure what a hybrid attention layout buys: full attention vs sliding-window "
+        "attention vs sliding window + SSM history branch, on real decoder LLMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"hybench {project_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_bench_parser(sub)
+    return parser
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean the user asked for something impossible, not a bug."""
+    from hybench.engine.errors import EngineConfigError
+    from hybench.orchestrator.bench_cli import BenchInputError
+    from hybench.workers.store import StoreError
+
+    return (EngineConfigError, StoreError, BenchInputError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except user_errors() as exc:
+        print(f"hybench {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"hybench {args.command}: interrupted; completed jobs are kept, re-run to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Run one benchmark job and write its records: the single-job API the CLI and Ray actors share.
+
+A job runs its warmup iterations, then its measured ones; each iteration submits every prompt at
+once (offline, as the original suite) and runs them to completion. Per-request records go to the
+`requests` table, one summary row to `jobs` (written last, so it marks the job complete). A job
+that does not fit in memory is an `oom` row; any other failure inside the job is an `error` row;
+both keep the worker alive for the next job.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+from tqdm import tqdm
+
+from hybench.engine import (
+    EngineConfig,
+    EngineConfigError,
+    KVPoolTooSmall,
+    LLMEngine,
+    ResolvedModel,
+    SamplingParams,
+    build_model,
+    resolve_device,
+    resolve_dtype,
+    resolve_model,
+)
+from hybench.engine.llama import LlamaForCausalLM
+from hybench.engine.memory import GIB
+from hybench.workers import device_info
+from hybench.workers.job_spec import JobSpec, project_version
+from hybench.workers.metrics import RequestTiming, request_row, summarize
+from hybench.workers.prompts import random_prompts
+from hybench.workers.records import to_table
+from hybench.workers.store import ResultStore
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedJob:
+    """A validated job: its model resolved and its lengths checked, nothing run yet."""
+
+    spec: JobSpec
+    resolved: ResolvedModel
+    device: torch.device
+    dtype: torch.dtype
+    max_model_len: int
+
+
+def prepare(spec: JobSpec) -> PreparedJob:
+    """Check everything a user can get wrong before any work is done; raises EngineConfigError."""
+    resolved = resolve_model(spec.model, spec.load_format)
+    config = resolved.config
+    device = resolve_device(spec.device)
+    needed = spec.input_len + spec.output_len
+    if needed > config.max_position_embeddings:
+        raise EngineConfigError(
+            f"input length {spec.input_len} + output length {spec.output_len} exceeds the "
+            f"{config.max_position_embeddings} positions {spec.model} supports")
+    if spec.max_model_len is not None and needed > spec.max_model_len:
+        raise EngineConfigError(
+            f"input length {spec.input_len} + output length {spec.output_len} exceeds --max-model-len "
+            f"{spec.max_model_len}")
+    max_len = spec.max_model_len or needed
+    if max_len > config.max_position_embeddings:
+        raise EngineConfigError(
+            f"--max-model-len {max_len} exceeds the {config.max_position_embeddings} positions {spec.model} supports")
+    return PreparedJob(spec, resolved, device, resolve_dtype(spec.dtype, config, device), max_len)
+
+
+class ModelCache:
+    """Keeps the last loaded model so consecutive jobs on the same weights load them once."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._model: LlamaForCausalLM | None = None
+
+    def get(self, job: PreparedJob) -> LlamaForCausalLM:
+        s = job.spec
+        key = (s.model, s.load_format, s.seed, str(job.device), str(job.dtype))
+        if key != self._key:
+            self._model = None
+            if job.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._model = build_model(job.resolved, job.device, job.dtype,
+                                      job.resolved.config.max_position_embeddings, s.seed)
+            self._key = key
+        return self._model
+
+
+def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None, progress: bool = True) -> dict:
+    """Run one job end to end and write its requests and jobs files. Returns the jobs row."""
+    job = prepare(spec)
+    started = dt.datetime.now(dt.timezone.utc)
+    request_rows: list[dict] = []
+    row = _job_key(spec) | {"status": "ok", "error": None, "started_at": started}
+    try:
+        row |= _execute(job, models or ModelCache(), request_rows, progress)
+    except (KVPoolTooSmall, torch.OutOfMemoryError) as exc:
+        row |= {"status": "oom", "error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - a failed job is a result row; the worker lives on
+        row |= {"status": "error", "error": "".join(traceback.format_exception_only(exc)).strip()
+                + "\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])}
+    finally:
+        if job.device.type == "cuda":
+            torch.cuda.empty_cache()
+    if row["status"] != "ok":
+        request_rows = []
+    row |= _environment(job) | {"finished_at": dt.datetime.now(dt.timezone.utc)}
+    key = _job_key(spec)
+    store.write("requests", spec.partition(), spec.job_id, to_table("requests", [key | r for r in request_rows]))
+    store.write("jobs", spec.partition(), spec.job_id, to_table("jobs", [row]))
+    return row
+
+
+def _job_key(spec: JobSpec) -> dict:
+    return {
+        "job_id": spec.job_id, "sweep_id": spec.sweep_id, "model": spec.model, "config": spec.config,
+        "window": spec.window, "engine": spec.engine, "input_len": spec.input_len, "output_len": spec.output_len,
+        "num_prompts": spec.num_prompts, "seed": spec.seed, "dtype": spec.dtype, "load_format": spec.load_format,
+        "num_warmup_iters": spec.num_warmup_iters, "num_benchmark_iters": spec.num_benchmark_iters,
+    }
+
+
+def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], progress: bool) -> dict:
+    spec = job.spec
+    if job.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(job.device)
+    model = models.get(job)
+    config = EngineConfig(
+        model=job.resolved.config, attention=spec.config, window=spec.window, max_model_len=job.max_model_len,
+        max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
+        gpu_memory_utilization=spec.gpu_memory_utilization, kv_cache_gib=spec.kv_cache_gib,
+        enforce_eager=spec.enforce_eager, seed=spec.seed, device=job.device, dtype=job.dtype)
+    engine = LLMEngine(model, config)
+    sampling = SamplingParams(spec.output_len, spec.temperature, spec.top_p)
+    epoch_offset = time.time_ns() - time.monotonic_ns()
+    iterations = spec.num_warmup_iters + spec.num_benchmark_iters
+    bar = tqdm(total=iterations * spec.num_prompts, unit="req", disable=not progress, leave=False,
+               desc=f"{spec.config} W={spec.window} in={spec.input_len}")
+    elapsed_ns, measured_steps = 0, []
+    try:
+        for iteration in range(iterations):
+            warmup = iteration < spec.num_warmup_iters
+            prompts = random_prompts(job.resolved.config.vocab_size, spec.input_len, spec.num_prompts,
+                                     spec.seed, iteration)
+            first_step = len(engine.steps)
+            start = time.monotonic_ns()
+            seqs = [engine.add_request(p, sampling, arrival_ns=start) for p in prompts]
+            engine.run_until_done(on_finish=lambda _seq: bar.update(1))
+            if not warmup:
+                elapsed_ns += time.monotonic_ns() - start
+                measured_steps += engine.steps[first_step:]
+            for seq in seqs:
+                timing = RequestTiming(seq.request_id, iteration, warmup, seq.prompt_len, len(seq.output),
+                                       seq.arrival_ns, tuple(seq.token_ns))
+                request_rows.append(request_row(timing, epoch_offset))
+    finally:
+        bar.close()
+    m = engine.memory
+    peak_rows = engine.rows.peak_rows
+    decode = [s for s in measured_steps if not s.is_prefill]
+    prefill = [s for s in measured_steps if s.is_prefill]
+    decode_bw = _rate(decode) / 1e9
+    prefill_tflops = _rate(prefill) / 1e12
+    history_bytes = sum(p.nbytes for a in model.attention_layers if a.history is not None
+                        for p in a.history.parameters())
+    out = summarize(request_rows, elapsed_ns / 1e9) | {
+        "model_gib": sum(p.nbytes for p in model.parameters()) / GIB - history_bytes / GIB,
+        "ssm_param_gib": history_bytes / GIB,
+        "kv_pool_gib": engine.plan.pool_bytes / GIB,
+        "kv_used_gib": engine.rows.peak_bytes / GIB,
+        "ssm_state_gib": peak_rows * m.state_bytes() / GIB,
+        "max_concurrency": engine.plan.num_rows,
+        "peak_running": peak_rows,
+        "kv_capacity_tokens": config.kv_capacity,
+        "decode_bw_gbs": decode_bw or None,
+        "prefill_tflops": prefill_tflops or None,
+        "attn_backend": engine.attn_backend.name,
+        "ssm_backend": engine.ssm_backend_name,
+        "ssm_init": "seeded" if spec.config == "hybrid" else "none",
+        "peak_torch_gib": device_info.peak_torch_gib(job.device),
+        "nvml_used_gib": device_info.nvml_used_gib(job.device),
+    }
+    engine.release()
+    return out
+
+
+def _rate(steps: list) -> float:
+    seconds = sum(s.duration_ns for s in steps) / 1e9
+    return sum(s.work for s in steps) / seconds if seconds > 0 else 0.0
+
+
+def _environment(job: PreparedJob) -> dict:
+    try:
+        ray_version = version("ray")
+    except PackageNotFoundError:
+        ray_version = None
+    return {
+        "device_name": device_info.device_name(job.device),
+        "driver_version": device_info.driver_version(job.device),
+        "torch_version": torch.__version__,
+        "project_version": project_version(),
+        "ray_version": ray_version,
+        "hostname": socket.gethostname(),
+    }

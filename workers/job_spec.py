@@ -1,0 +1,102 @@
+"""JobSpec: everything that defines one benchmark job, and its deterministic id.
+
+A job is one (model, config, window, engine, input length, output length, ...) cell of a sweep.
+Its id is a hash of every field that changes what the job measures plus the code version, so a
+re-run of the same sweep finds the job's results, and a changed sweep runs only what changed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+ATTENTION_CONFIGS = ("full", "sliding", "hybrid")
+ENGINES = ("hybrid", "hf")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+LOAD_FORMATS = ("auto", "safetensors", "dummy")
+
+
+def project_version() -> str:
+    try:
+        return version("hybench")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One benchmark job. Fields not in `_RUN_ONLY` define the job and so its id."""
+
+    model: str
+    config: str
+    window: int
+    input_len: int
+    output_len: int
+    num_prompts: int
+    engine: str = "hybrid"
+    seed: int = 42
+    dtype: str = "auto"
+    num_warmup_iters: int = 3
+    num_benchmark_iters: int = 10
+    load_format: str = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    gpu_memory_utilization: float = 0.9
+    kv_cache_gib: float | None = None
+    enforce_eager: bool = False
+    temperature: float = 0.0
+    top_p: float = 1.0
+    trust_remote_code: bool = False
+    # Run-only fields: where and under which sweep the job runs, not what it measures.
+    sweep_id: str = "adhoc"
+    device: str = "auto"
+
+    _RUN_ONLY = ("sweep_id", "device")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.config not in ATTENTION_CONFIGS:
+            problems.append(f"config must be one of {', '.join(ATTENTION_CONFIGS)}, got {self.config!r}")
+        if self.engine not in ENGINES:
+            problems.append(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.load_format not in LOAD_FORMATS:
+            problems.append(f"load format must be one of {', '.join(LOAD_FORMATS)}, got {self.load_format!r}")
+        for name in ("window", "input_len", "output_len", "num_prompts", "max_num_seqs",
+                     "max_num_batched_tokens", "num_benchmark_iters"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_warmup_iters < 0:
+            problems.append(f"num_warmup_iters must be >= 0, got {self.num_warmup_iters}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            problems.append(f"max_model_len must be at least 1, got {self.max_model_len}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            problems.append(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.kv_cache_gib is not None and self.kv_cache_gib <= 0:
+            problems.append(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def defining_fields(self) -> dict:
+        fields = dataclasses.asdict(self)
+        for name in self._RUN_ONLY:
+            fields.pop(name)
+        fields["code_version"] = project_version()
+        return fields
+
+    @property
+    def job_id(self) -> str:
+        blob = json.dumps(self.defining_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def partition(self) -> dict[str, str | int]:
+        """Hive partition keys of this job's files, in path order (DESIGN.md section 6)."""
+        return {"model": self.model, "config": self.config, "input_len": self.input_len}

@@ -1,0 +1,68 @@
+"""Per-request records and the job summary computed from them (DESIGN.md section 5).
+
+Latency percentiles are taken over requests (linear interpolation, as numpy and DuckDB's
+quantile_cont), never over batch times. Throughput follows vLLM: (prompt + output tokens) / elapsed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NS_PER_MS = 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTiming:
+    request_id: int
+    iteration: int
+    warmup: bool
+    prompt_tokens: int
+    output_tokens: int
+    arrival_ns: int
+    token_ns: tuple[int, ...]  # when each output token was ready
+
+
+def request_row(t: RequestTiming, epoch_offset_ns: int) -> dict:
+    first, finish = t.token_ns[0], t.token_ns[-1]
+    itl = np.diff(np.asarray(t.token_ns, dtype=np.float64)) / NS_PER_MS
+    e2e = (finish - t.arrival_ns) / NS_PER_MS
+    ttft = (first - t.arrival_ns) / NS_PER_MS
+    return {
+        "iteration": t.iteration,
+        "warmup": t.warmup,
+        "request_id": t.request_id,
+        "prompt_tokens": t.prompt_tokens,
+        "output_tokens": t.output_tokens,
+        "arrival_ns": t.arrival_ns,
+        "first_token_ns": first,
+        "finish_ns": finish,
+        "arrival_unix_s": (t.arrival_ns + epoch_offset_ns) / 1e9,
+        "ttft_ms": ttft,
+        "tpot_ms": (e2e - ttft) / (t.output_tokens - 1) if t.output_tokens > 1 else None,
+        "e2e_ms": e2e,
+        "itl_ms": itl.tolist(),
+        "itl_min_ms": float(itl.min()) if itl.size else None,
+        "itl_mean_ms": float(itl.mean()) if itl.size else None,
+        "itl_max_ms": float(itl.max()) if itl.size else None,
+    }
+
+
+def summarize(rows: list[dict], elapsed_s: float) -> dict:
+    """Job-level throughput and latency over the measured (non-warmup) requests."""
+    measured = [r for r in rows if not r["warmup"]]
+    if not measured or elapsed_s <= 0:
+        return {}
+    e2e = np.array([r["e2e_ms"] for r in measured])
+    prompt = sum(r["prompt_tokens"] for r in measured)
+    output = sum(r["output_tokens"] for r in measured)
+    return {
+        "elapsed_s": elapsed_s,
+        "throughput_tok_s": (prompt + output) / elapsed_s,
+        "output_tok_s": output / elapsed_s,
+        "requests_per_s": len(measured) / elapsed_s,
+        "latency_mean_ms": float(e2e.mean()),
+        "latency_p50_ms": float(np.percentile(e2e, 50)),
+        "latency_p90_ms": float(np.percentile(e2e, 90)),
+        "latency_p99_ms": float(np.percentile(e2e, 99)),
+    }

@@ -1,0 +1,100 @@
+"""Arrow schemas of the two result tables (DESIGN.md section 5): the contract readers rely on.
+
+Columns may be added at the end in later versions; readers use ``union_by_name`` so old and new
+files mix. Times are monotonic nanoseconds (for differences) plus one epoch time per row.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+_JOB_KEY = [
+    ("job_id", pa.string()),
+    ("sweep_id", pa.string()),
+    ("model", pa.string()),
+    ("config", pa.string()),
+    ("window", pa.int64()),
+    ("engine", pa.string()),
+    ("input_len", pa.int64()),
+    ("output_len", pa.int64()),
+]
+
+REQUESTS_SCHEMA = pa.schema(
+    _JOB_KEY
+    + [
+        ("iteration", pa.int64()),
+        ("warmup", pa.bool_()),
+        ("request_id", pa.int64()),
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("arrival_ns", pa.int64()),
+        ("first_token_ns", pa.int64()),
+        ("finish_ns", pa.int64()),
+        ("arrival_unix_s", pa.float64()),
+        ("ttft_ms", pa.float64()),
+        ("tpot_ms", pa.float64()),
+        ("e2e_ms", pa.float64()),
+        ("itl_ms", pa.list_(pa.float64())),
+        ("itl_min_ms", pa.float64()),
+        ("itl_mean_ms", pa.float64()),
+        ("itl_max_ms", pa.float64()),
+    ]
+)
+
+JOBS_SCHEMA = pa.schema(
+    _JOB_KEY
+    + [
+        ("num_prompts", pa.int64()),
+        ("status", pa.string()),  # ok | oom | error
+        ("error", pa.string()),
+        ("elapsed_s", pa.float64()),
+        ("throughput_tok_s", pa.float64()),
+        ("output_tok_s", pa.float64()),
+        ("requests_per_s", pa.float64()),
+        ("latency_mean_ms", pa.float64()),
+        ("latency_p50_ms", pa.float64()),
+        ("latency_p90_ms", pa.float64()),
+        ("latency_p99_ms", pa.float64()),
+        ("model_gib", pa.float64()),
+        ("ssm_param_gib", pa.float64()),
+        ("kv_pool_gib", pa.float64()),
+        ("kv_used_gib", pa.float64()),
+        ("ssm_state_gib", pa.float64()),
+        ("peak_torch_gib", pa.float64()),
+        ("nvml_used_gib", pa.float64()),
+        ("max_concurrency", pa.int64()),  # sequences the KV pool can hold at once
+        ("decode_mbu", pa.float64()),
+        ("prefill_mfu", pa.float64()),
+        ("attn_backend", pa.string()),
+        ("ssm_backend", pa.string()),
+        ("device_name", pa.string()),
+        ("torch_version", pa.string()),
+        ("project_version", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        # Beyond the contract: what else a reader needs to trust or reproduce the numbers.
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("seed", pa.int64()),
+        ("dtype", pa.string()),
+        ("load_format", pa.string()),
+        ("ssm_init", pa.string()),  # none | seeded: how the history-branch parameters were set
+        ("num_warmup_iters", pa.int64()),
+        ("num_benchmark_iters", pa.int64()),
+        ("kv_capacity_tokens", pa.int64()),
+        ("peak_running", pa.int64()),  # sequences that did run at once  # KV slots one sequence holds at most
+        ("decode_bw_gbs", pa.float64()),  # achieved decode bandwidth, GB/s
+        ("prefill_tflops", pa.float64()),  # achieved prefill TFLOP/s
+        ("peak_bw_gbs", pa.float64()),  # what MBU is measured against
+        ("peak_tflops", pa.float64()),  # what MFU is measured against
+        ("driver_version", pa.string()),
+        ("ray_version", pa.string()),
+        ("hostname", pa.string()),
+    ]
+)
+
+SCHEMAS = {"requests": REQUESTS_SCHEMA, "jobs": JOBS_SCHEMA}
+
+
+def to_table(name: str, rows: list[dict]) -> pa.Table:
+    """Rows (dicts keyed by column) to a table of the named schema; missing columns are null."""
+    schema = SCHEMAS[name]
+    columns = {field.name: [row.get(field.name) for row in rows] for field in schema}
+    return pa.table(columns, schema=schema)
