@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make demo` (set up, run the main job on the tiny
+# built-in model) and `make test` (set up, run the tests). Both create ./.venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first and explicitly: on a CPU machine this takes the CPU build that is
+# available locally; on a GPU machine pip's default torch wheel is the CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	for config in full sliding hybrid; do \
+	  $(BIN)/hybench bench --model tiny-llama --config $$config --sliding-window-override 256 \
+	    --input-lengths 256,1024 --num-prompts 16 --output-len 32 --num-warmup-iters 1 \
+	    --num-benchmark-iters 3 --output-dir results || exit 1; \
+	done
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) results
