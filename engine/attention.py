@@ -16,6 +16,7 @@ from torch import nn
 from hybench.engine.context import DecodeMeta, PrefillMeta, StepContext
 from hybench.engine.history import HistoryBranch
 from hybench.engine.kernels import AttentionBackend, SSMBackend
+from hybench.engine.kernels.fused import rotary
 from hybench.engine.kv_cache import LayerCache
 from hybench.engine.model_config import ModelConfig
 from hybench.engine.rotary import RotaryEmbedding
@@ -30,7 +31,7 @@ class AttentionLayout:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(self, config: ModelConfig, rope: RotaryEmbedding) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         self.q_size = self.num_heads * self.head_dim
@@ -38,17 +39,18 @@ class Attention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=config.o_bias)
-        self.rotary = rotary
+        self.rope = rope
         self.history: HistoryBranch | None = None
         self.layout: AttentionLayout | None = None
         self.cache: LayerCache | None = None
 
-    def forward(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
-        v = v.view(-1, self.num_kv_heads, self.head_dim)
-        q, k = self.rotary(ctx.positions, q, k)
+    def forward(self, x: torch.Tensor, ctx: StepContext, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv_proj(x)
+        # q and k are adjacent in the fused projection: rotate both with one kernel.
+        qk = rotary(qkv[:, : self.q_size + self.kv_size].view(-1, self.num_heads + self.num_kv_heads, self.head_dim),
+                    cos, sin)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
+        v = qkv[:, self.q_size + self.kv_size:].view(-1, self.num_kv_heads, self.head_dim)
         dt = self.history.dt(x) if self.history is not None else None
         if ctx.prefill is not None:
             out = self._prefill(q, k, v, dt, ctx.prefill)
@@ -87,7 +89,7 @@ class Attention(nn.Module):
         if self.history is not None:
             # Absorb the token leaving the window (held in the slot about to be overwritten).
             dt_slots = cache.dt.view(-1, self.num_kv_heads)
-            old_dt = torch.where(meta.evict[:, None], dt_slots[meta.slots], 0.0)
+            old_dt = torch.where(meta.evict[:, None] != 0, dt_slots[meta.slots], 0.0)
             y = layout.ssm.step(cache.state, meta.rows, v_slots[meta.slots], k_slots[meta.slots], old_dt,
                                 self.history.A, q)
             dt_slots[meta.slots] = dt

@@ -35,12 +35,15 @@ class PrefillMeta:
 
 @dataclass(slots=True)
 class DecodeMeta:
-    """One new token per sequence."""
+    """One new token per sequence. The runner fills these from two packed host tensors (one copy
+    each per step); under CUDA graphs they are views of the graphs' static buffers."""
 
     rows: torch.Tensor  # [B] cache row
     slots: torch.Tensor  # [B] slot the new token is written to
+    evict: torch.Tensor  # [B] 1 where the slot holds token t-W, which leaves the window now
     used: torch.Tensor  # [B] int32 filled slots after the write: min(t + 1, C)
-    evict: torch.Tensor  # [B] bool: slot holds token t-W, which leaves the window now
+    row_starts: torch.Tensor  # [B + 1] int32 flat index of each row's first slot (FlashAttention's cu_seqlens_k)
+    query_starts: torch.Tensor  # [B + 1] int32 b * G: each sequence's G query heads per KV head, packed as rows
 
 
 @dataclass(slots=True)

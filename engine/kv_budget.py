@@ -37,3 +37,21 @@ def plan_kv_pool(config: EngineConfig, memory: SequenceMemory, budget_bytes: int
             f"KV pool of {budget_bytes / GIB:.3f} GiB cannot hold one {config.attention} sequence of "
             f"{config.max_model_len} tokens ({row_bytes / GIB:.3f} GiB)")
     return KVPlan(budget_bytes, row_bytes, min(config.max_num_seqs, fit))
+
+
+GRAPH_POOL_RESERVE = 256 * 1024**2  # decode graphs' own buffers, on top of the logits they keep
+
+
+def gpu_budget_bytes(config: EngineConfig, activation_peak: int, max_batch: int) -> int:
+    """vLLM's rule: total * gpu_memory_utilization, less weights (what torch holds now), the
+    activation peak of a profiled forward at the full token budget, the CUDA graph pool and
+    memory used outside torch (CUDA context, other processes)."""
+    import torch
+
+    device = config.device
+    torch.cuda.synchronize(device)
+    free, total = torch.cuda.mem_get_info(device)
+    non_torch = (total - free) - torch.cuda.memory_reserved(device)
+    weights = torch.cuda.memory_allocated(device)
+    graphs = 0 if config.enforce_eager else GRAPH_POOL_RESERVE + 2 * max_batch * config.model.vocab_size * 4
+    return int(total * config.gpu_memory_utilization) - weights - activation_peak - graphs - max(0, non_torch)

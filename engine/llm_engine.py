@@ -16,13 +16,13 @@ from hybench.engine.attention import AttentionLayout
 from hybench.engine.config import EngineConfig
 from hybench.engine.errors import EngineConfigError
 from hybench.engine.kernels import select_backends
-from hybench.engine.kv_budget import KVPlan, plan_kv_pool
+from hybench.engine.kv_budget import KVPlan, gpu_budget_bytes, plan_kv_pool
 from hybench.engine.kv_cache import KVCache
 from hybench.engine.llama import LlamaForCausalLM
 from hybench.engine.memory import SequenceMemory
 from hybench.engine.model_runner import ModelRunner
 from hybench.engine.row_manager import RowManager
-from hybench.engine.scheduler import Scheduler
+from hybench.engine.scheduler import ScheduledBatch, Scheduler
 from hybench.engine.sequence import SamplingParams, Sequence
 from hybench.engine.step_cost import StepCost
 
@@ -42,18 +42,45 @@ class LLMEngine:
         self.model = model
         self.memory = SequenceMemory.of(config)
         self.attn_backend, self.ssm_backend = select_backends(config.device)
-        self.plan: KVPlan = plan_kv_pool(config, self.memory, budget_bytes)
-        self.cache = KVCache(config, self.plan.num_rows)
         window = config.window if config.windowed else None
-        model.configure(AttentionLayout(config.attention, window, self.attn_backend, self.ssm_backend),
-                        self.cache, config.seed)
+        layout = AttentionLayout(config.attention, window, self.attn_backend, self.ssm_backend)
+        on_gpu = config.device.type == "cuda"
+        self.activation_peak = 0
+        if on_gpu and budget_bytes is None and config.kv_cache_gib is None:
+            self.activation_peak = self._profile_activation_peak(layout)
+            budget_bytes = gpu_budget_bytes(config, self.activation_peak, config.max_num_seqs)
+        self.plan: KVPlan = plan_kv_pool(config, self.memory, budget_bytes)
+        use_graphs = on_gpu and not config.enforce_eager
+        # CUDA graphs pad batches into a scratch row of their own, outside the planned pool.
+        self.cache = KVCache(config, self.plan.num_rows + (1 if use_graphs else 0))
+        model.configure(layout, self.cache, config.seed)
         self.rows = RowManager(self.plan.num_rows, self.memory)
         self.scheduler = Scheduler(self.rows, config.max_num_seqs, config.max_num_batched_tokens)
         self.runner = ModelRunner(model, config)
+        if use_graphs:
+            self.runner.capture_decode_graphs(max_batch=self.plan.num_rows, scratch_row=self.plan.num_rows)
         weight_bytes = sum(p.nbytes for p in model.parameters())
         self.cost = StepCost(config.model, self.memory, weight_bytes, _matmul_params(model))
         self.steps: list[StepRecord] = []
         self._next_id = 0
+
+    @torch.inference_mode()
+    def _profile_activation_peak(self, layout: AttentionLayout) -> int:
+        """Peak memory of one prefill step at the full token budget, on a one-row cache."""
+        config, device = self.config, self.config.device
+        tokens = min(config.max_num_batched_tokens, config.max_model_len)
+        cache = KVCache(config, 1)
+        self.model.configure(layout, cache, config.seed)
+        runner = ModelRunner(self.model, config)
+        seq = Sequence(-1, [0] * tokens, SamplingParams(1), 0, row=0)
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        runner.run(ScheduledBatch(True, [seq], [tokens]))
+        peak = torch.cuda.max_memory_allocated(device) - before
+        del cache, runner
+        torch.cuda.empty_cache()
+        return peak
 
     @property
     def ssm_backend_name(self) -> str:
@@ -106,9 +133,13 @@ class LLMEngine:
         return seqs
 
     def release(self) -> None:
-        """Free the KV cache (the model stays loaded for the next engine)."""
-        del self.cache
+        """Free the KV cache and decode graphs (the model stays loaded for the next engine)."""
+        for attn in self.model.attention_layers:  # the layers hold views of the cache
+            attn.cache = None
+        self.cache = None
+        self.runner.graphs = None
         if self.config.device.type == "cuda":
+            torch.cuda.synchronize(self.config.device)
             torch.cuda.empty_cache()
 
 

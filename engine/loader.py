@@ -107,7 +107,7 @@ def build_model(resolved: ResolvedModel, device: torch.device, dtype: torch.dtyp
     with _default_dtype(dtype), torch.device("meta"):
         model = LlamaForCausalLM(resolved.config, max_positions)
     model.to_empty(device=device)
-    model.model.layers[0].self_attn.rotary.build(device)
+    model.model.rope.build(device)
     if resolved.config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     if resolved.weight_files:

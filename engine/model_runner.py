@@ -9,6 +9,7 @@ import torch
 
 from hybench.engine.config import EngineConfig
 from hybench.engine.context import DecodeMeta, PrefillMeta, StepContext
+from hybench.engine.cuda_graphs import DecodeGraphs
 from hybench.engine.llama import LlamaForCausalLM
 from hybench.engine.sampler import sample
 from hybench.engine.scheduler import ScheduledBatch
@@ -16,6 +17,16 @@ from hybench.engine.scheduler import ScheduledBatch
 
 def _arange(start: int, end: int) -> torch.Tensor:
     return torch.arange(start, end, dtype=torch.long)
+
+
+_ARANGES: dict[tuple, torch.Tensor] = {}
+
+
+def _arange_cached(n: int, device: torch.device) -> torch.Tensor:
+    key = (n, str(device))
+    if key not in _ARANGES:
+        _ARANGES[key] = torch.arange(n, device=device)
+    return _ARANGES[key]
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -28,8 +39,13 @@ class ModelRunner:
         self.config = config
         self.device = config.device
         self.capacity = config.kv_capacity
+        self.group = config.model.num_heads // config.model.num_kv_heads
         self.history_window = config.window if config.attention == "hybrid" else None
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.graphs: DecodeGraphs | None = None
+
+    def capture_decode_graphs(self, max_batch: int, scratch_row: int) -> None:
+        self.graphs = DecodeGraphs(self.model, self, max_batch, scratch_row, self.device)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, non_blocking=True)
@@ -89,32 +105,53 @@ class ModelRunner:
         )
         return self._to_device(_cat(ids)), ctx
 
-    def prepare_decode(self, batch: ScheduledBatch) -> tuple[torch.Tensor, StepContext]:
+    def pack_decode(self, batch: ScheduledBatch, pad_to: int | None = None,
+                    scratch_row: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode step's inputs as two host tensors, so each is one copy to the device:
+        int64 [5, B] (token, position, row, slot, evict) and int32 [3, B + 1] (used, row start,
+        query start).
+        Entries past the batch (CUDA-graph padding) read and write only `scratch_row`, slot 0."""
         cap, hw = self.capacity, self.history_window
-        positions = torch.tensor([seq.num_tokens - 1 for seq in batch.seqs], dtype=torch.long)
-        rows = torch.tensor([seq.row for seq in batch.seqs], dtype=torch.long)
-        meta = DecodeMeta(
-            rows=self._to_device(rows),
-            slots=self._to_device(rows * cap + positions % cap),
-            used=self._to_device(torch.clamp(positions + 1, max=cap).to(torch.int32)),
-            evict=self._to_device(positions >= hw if hw is not None else torch.zeros_like(positions, dtype=torch.bool)),
-        )
-        ids = torch.tensor([seq.last_token for seq in batch.seqs], dtype=torch.long)
-        ctx = StepContext(
-            positions=self._to_device(positions),
-            logits_indices=self._to_device(torch.arange(len(batch.seqs))),
-            decode=meta,
-        )
-        return self._to_device(ids), ctx
+        n = len(batch.seqs)
+        size = pad_to or n
+        ids = [seq.last_token for seq in batch.seqs] + [0] * (size - n)
+        pos = [seq.num_tokens - 1 for seq in batch.seqs] + [0] * (size - n)
+        rows = [seq.row for seq in batch.seqs] + [scratch_row] * (size - n)
+        slots = [r * cap + p % cap for r, p in zip(rows, pos)]
+        evict = [int(hw is not None and p >= hw) for p in pos]
+        used = [min(p + 1, cap) for p in pos] + [0]
+        starts = [r * cap for r in rows] + [rows[-1] * cap + cap]
+        return (torch.tensor([ids, pos, rows, slots, evict]),
+                torch.tensor([used, starts, list(range(0, (size + 1) * self.group, self.group))], dtype=torch.int32))
+
+    @staticmethod
+    def decode_context(packed64: torch.Tensor, packed32: torch.Tensor) -> tuple[torch.Tensor, StepContext]:
+        """Views of the packed device tensors as the model's inputs."""
+        size = packed64.shape[1]
+        meta = DecodeMeta(rows=packed64[2], slots=packed64[3], evict=packed64[4], used=packed32[0, :size],
+                          row_starts=packed32[1], query_starts=packed32[2])
+        ctx = StepContext(positions=packed64[1], logits_indices=_arange_cached(size, packed64.device), decode=meta)
+        return packed64[0], ctx
+
+    def prepare_decode(self, batch: ScheduledBatch) -> tuple[torch.Tensor, StepContext]:
+        packed64, packed32 = self.pack_decode(batch)
+        return self.decode_context(self._to_device(packed64), self._to_device(packed32))
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> list[int]:
         """One forward step; returns the sampled token of each sequence that samples."""
-        ids, ctx = self.prepare_prefill(batch) if batch.is_prefill else self.prepare_decode(batch)
-        logits = self.model(ids, ctx)
+        n = len(batch.seqs)
+        if not batch.is_prefill and self.graphs is not None and self.graphs.fits(n):
+            bucket = self.graphs.bucket(n)
+            logits = self.graphs.run(*self.pack_decode(batch, bucket, self.graphs.scratch_row), n)
+        else:
+            ids, ctx = self.prepare_prefill(batch) if batch.is_prefill else self.prepare_decode(batch)
+            logits = self.model(ids, ctx)
         if logits.shape[0] == 0:
             return []
         samplers = [seq for i, seq in enumerate(batch.seqs) if batch.completes_prompt(i)]
+        if all(s.sampling.temperature == 0 for s in samplers):
+            return logits.argmax(dim=-1).tolist()
         temperature = torch.tensor([s.sampling.temperature for s in samplers], device=self.device)
         top_p = torch.tensor([s.sampling.top_p for s in samplers], device=self.device)
         return sample(logits, temperature, top_p, self.generator).tolist()

@@ -8,8 +8,6 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
            generator: torch.Generator | None) -> torch.Tensor:
     """logits [B, V] fp32; temperature, top_p [B]. Rows with temperature 0 are greedy."""
     greedy = logits.argmax(dim=-1)
-    if not bool((temperature > 0).any()):
-        return greedy
     probs = torch.softmax(logits / temperature.clamp(min=1e-5)[:, None], dim=-1)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     outside_nucleus = (sorted_probs.cumsum(dim=-1) - sorted_probs) > top_p[:, None]

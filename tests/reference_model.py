@@ -49,7 +49,7 @@ def _rms(x, norm):
 
 
 def _rope(attn, pos, q, k):
-    cos, sin = attn.rotary.cos[pos].double()[:, None], attn.rotary.sin[pos].double()[:, None]
+    cos, sin = attn.rope.cos[pos].double()[:, None], attn.rope.sin[pos].double()[:, None]
 
     def rot(t):
         half = t.shape[-1] // 2

@@ -41,3 +41,45 @@ def peak_torch_gib(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / GIB
+
+
+# Dense bf16 tensor-core peaks from the vendors' datasheets, in TFLOP/s: the denominator of MFU.
+PEAK_BF16_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 PCIe": 756.0,
+                    "H100 NVL": 835.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+
+_copy_bandwidth: dict[str, float] = {}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16_TFLOPS.items():
+        if key in name:
+            return value
+    return None
+
+
+def copy_bandwidth_gbs(device: torch.device) -> float | None:
+    """Measured device-to-device copy bandwidth (bytes read + written per second, GB/s): what a
+    memory-bound kernel can reach here, the denominator of MBU. Measured once per process."""
+    if device.type != "cuda":
+        return None
+    key = str(device)
+    if key not in _copy_bandwidth:
+        src = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        for _ in range(3):
+            dst.copy_(src)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        best = float("inf")
+        for _ in range(10):
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        _copy_bandwidth[key] = 2 * src.numel() / best / 1e9
+        del src, dst
+        torch.cuda.empty_cache()
+    return _copy_bandwidth[key]

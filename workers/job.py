@@ -65,6 +65,10 @@ def prepare(spec: JobSpec) -> PreparedJob:
         raise EngineConfigError(
             f"input length {spec.input_len} + output length {spec.output_len} exceeds --max-model-len "
             f"{spec.max_model_len}")
+    if spec.engine == "hf" and spec.config != "full":
+        raise EngineConfigError("--engine hf (Hugging Face generate) runs the full config only")
+    if spec.engine == "hf" and spec.temperature > 0:
+        raise EngineConfigError("--engine hf runs greedy decoding only (temperature 0)")
     max_len = spec.max_model_len or needed
     if max_len > config.max_position_embeddings:
         raise EngineConfigError(
@@ -78,6 +82,9 @@ class ModelCache:
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._model: LlamaForCausalLM | None = None
+
+    def clear(self) -> None:
+        self._key, self._model = None, None
 
     def get(self, job: PreparedJob) -> LlamaForCausalLM:
         s = job.spec
@@ -130,6 +137,9 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
     spec = job.spec
     if job.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(job.device)
+    if spec.engine == "hf":
+        models.clear()  # our copy of the weights would sit beside HF's and inflate its memory figures
+        return _execute_hf(job, request_rows, progress)
     model = models.get(job)
     config = EngineConfig(
         model=job.resolved.config, attention=spec.config, window=spec.window, max_model_len=job.max_model_len,
@@ -167,6 +177,7 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
     prefill = [s for s in measured_steps if s.is_prefill]
     decode_bw = _rate(decode) / 1e9
     prefill_tflops = _rate(prefill) / 1e12
+    peak_bw, peak_flops = device_info.copy_bandwidth_gbs(job.device), device_info.peak_tflops(job.device)
     history_bytes = sum(p.nbytes for a in model.attention_layers if a.history is not None
                         for p in a.history.parameters())
     out = summarize(request_rows, elapsed_ns / 1e9) | {
@@ -180,6 +191,12 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
         "kv_capacity_tokens": config.kv_capacity,
         "decode_bw_gbs": decode_bw or None,
         "prefill_tflops": prefill_tflops or None,
+        "peak_bw_gbs": peak_bw,
+        "peak_tflops": peak_flops,
+        "decode_mbu": decode_bw / peak_bw if peak_bw and decode_bw else None,
+        "prefill_mfu": prefill_tflops / peak_flops if peak_flops and prefill_tflops else None,
+        "activation_peak_gib": engine.activation_peak / GIB,
+        "graph_pool_gib": engine.runner.graphs.pool_bytes / GIB if engine.runner.graphs else None,
         "attn_backend": engine.attn_backend.name,
         "ssm_backend": engine.ssm_backend_name,
         "ssm_init": "seeded" if spec.config == "hybrid" else "none",
@@ -188,6 +205,43 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
     }
     engine.release()
     return out
+
+
+def _execute_hf(job: PreparedJob, request_rows: list[dict], progress: bool) -> dict:
+    """Hugging Face generate on the same prompts (DESIGN.md section 9): the same records, none of our pools."""
+    from hybench.workers.hf_peer import HFPeer  # transformers loads only for hf jobs
+
+    spec = job.spec
+    peer = HFPeer(job.resolved, job.device, job.dtype, spec.seed, spec.trust_remote_code)
+    epoch_offset = time.time_ns() - time.monotonic_ns()
+    iterations = spec.num_warmup_iters + spec.num_benchmark_iters
+    bar = tqdm(total=iterations * spec.num_prompts, unit="req", disable=not progress, leave=False,
+               desc=f"hf in={spec.input_len}")
+    elapsed_ns = 0
+    try:
+        for iteration in range(iterations):
+            warmup = iteration < spec.num_warmup_iters
+            prompts = random_prompts(job.resolved.config.vocab_size, spec.input_len, spec.num_prompts,
+                                     spec.seed, iteration)
+            start = time.monotonic_ns()
+            results = peer.run(prompts, spec.output_len, spec.max_num_seqs, start, on_finish=lambda: bar.update(1))
+            if not warmup:
+                elapsed_ns += time.monotonic_ns() - start
+            for i, r in enumerate(results):
+                timing = RequestTiming(iteration * spec.num_prompts + i, iteration, warmup, r.prompt_tokens,
+                                       r.output_tokens, r.arrival_ns, r.token_ns)
+                request_rows.append(request_row(timing, epoch_offset))
+    finally:
+        bar.close()
+    return summarize(request_rows, elapsed_ns / 1e9) | {
+        "model_gib": sum(p.nbytes for p in peer.model.parameters()) / GIB,
+        "max_concurrency": min(spec.max_num_seqs, spec.num_prompts),
+        "attn_backend": peer.name,
+        "ssm_backend": "none",
+        "ssm_init": "none",
+        "peak_torch_gib": device_info.peak_torch_gib(job.device),
+        "nvml_used_gib": device_info.nvml_used_gib(job.device),
+    }
 
 
 def _rate(steps: list) -> float:

@@ -84,6 +84,8 @@ JOBS_SCHEMA = pa.schema(
         ("prefill_tflops", pa.float64()),  # achieved prefill TFLOP/s
         ("peak_bw_gbs", pa.float64()),  # what MBU is measured against
         ("peak_tflops", pa.float64()),  # what MFU is measured against
+        ("activation_peak_gib", pa.float64()),  # profiled prefill peak, left out of the KV pool
+        ("graph_pool_gib", pa.float64()),  # memory the decode CUDA graphs hold
         ("driver_version", pa.string()),
         ("ray_version", pa.string()),
         ("hostname", pa.string()),

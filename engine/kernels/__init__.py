@@ -75,4 +75,8 @@ class ReferenceSSM:
 
 def select_backends(device: torch.device) -> tuple[AttentionBackend, SSMBackend]:
     """The fastest implementations this device offers (the references on CPU)."""
-    return ReferenceAttention(), ReferenceSSM()
+    from hybench.engine.kernels import flash_torch, mamba_triton
+
+    attn: AttentionBackend = flash_torch.TorchFlashAttention() if flash_torch.available(device) else ReferenceAttention()
+    ssm: SSMBackend = mamba_triton.MambaTritonSSM() if mamba_triton.available(device) else ReferenceSSM()
+    return attn, ssm

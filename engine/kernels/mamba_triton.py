@@ -1,0 +1,80 @@
+"""The history branch on mamba-ssm's Triton kernels: `mamba_chunk_scan_combined` for prefill and
+`selective_state_update` for decode.
+
+A Triton-only install (built with MAMBA_SKIP_CUDA_BUILD=TRUE) works: mamba_ssm/__init__ imports
+the CUDA extension, so the package is registered without running its __init__ and only the
+Triton modules are imported.
+Mapping (DESIGN.md section 3): x = v, B = k, C = q, dstate = head_dim. The chunk scan wants one C
+per head, so prefill runs with heads = query heads (v, k, dt, A and the state expanded from the KV
+heads); decode keeps one state per KV head, updates it in place in the pool through
+`state_batch_indices`, and reads it out per query head with one batched matmul.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+import torch
+
+from hybench.engine.context import PrefillMeta
+
+CHUNK_SIZE = 256
+
+
+def _load() -> tuple | None:
+    try:
+        if "mamba_ssm" not in sys.modules:
+            spec = importlib.util.find_spec("mamba_ssm")
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            package = types.ModuleType("mamba_ssm")
+            package.__path__ = list(spec.submodule_search_locations)
+            sys.modules["mamba_ssm"] = package
+        scan = importlib.import_module("mamba_ssm.ops.triton.ssd_combined").mamba_chunk_scan_combined
+        update = importlib.import_module("mamba_ssm.ops.triton.selective_state_update").selective_state_update
+        return scan, update
+    except Exception:  # noqa: BLE001 - any import failure means the backend is absent
+        return None
+
+
+def available(device: torch.device) -> bool:
+    return device.type == "cuda" and _load() is not None
+
+
+class MambaTritonSSM:
+    name = "mamba-ssm-triton"
+
+    def __init__(self) -> None:
+        self._scan, self._update = _load()
+
+    def scan(self, x, b, c, dt, a, meta: PrefillMeta, initial_states):
+        heads, groups = c.shape[1], x.shape[1]
+        rep = heads // groups
+        ys, finals = [], []
+        cu = meta.cu_seqlens_q_host
+        a_h = a.repeat_interleave(rep)
+        for i in range(len(cu) - 1):
+            sl = slice(cu[i], cu[i + 1])
+            xs = x[sl].repeat_interleave(rep, dim=1)[None].to(c.dtype)
+            bs = b[sl].repeat_interleave(rep, dim=1)[None].to(c.dtype)
+            dts = dt[sl].repeat_interleave(rep, dim=1)[None].float()
+            init = initial_states[i].repeat_interleave(rep, dim=0)[None].float()
+            y, final = self._scan(xs, dts, a_h, bs, c[sl][None], CHUNK_SIZE, initial_states=init,
+                                  return_final_states=True)
+            ys.append(y[0])
+            finals.append(final[0, ::rep])  # heads of a group hold the same state
+        return torch.cat(ys), torch.stack(finals).float()
+
+    def step(self, states, rows, x, b, dt, a, c):
+        groups, dim = x.shape[1], x.shape[2]
+        zeros = torch.zeros(groups, dim, device=x.device, dtype=torch.float32)
+        # C = b is a placeholder: the kernel's per-group read-out cannot serve GQA, done below instead.
+        self._update(
+            states, x, dt[:, :, None].expand(-1, -1, dim), a[:, None, None].expand(groups, dim, dim),
+            b, b, D=zeros, dt_bias=zeros, state_batch_indices=rows.to(torch.int32),
+        )
+        cg = c.float().view(c.shape[0], groups, -1, c.shape[2])  # [B, G, R, N]
+        y = torch.matmul(cg, states[rows].transpose(-1, -2))  # [B, G, R, P]
+        return y.view(c.shape[0], -1, dim).to(c.dtype)
