@@ -47,6 +47,8 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9
     kv_cache_gib: float | None = None
     enforce_eager: bool = False
+    enable_prefix_caching: bool = False
+    prefix_block_size: int = 16
     seed: int = 42
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
@@ -61,6 +63,8 @@ class EngineConfig:
             raise EngineConfigError(
                 f"max model length {self.max_model_len} is outside 1..{self.model.max_position_embeddings}, "
                 f"the positions {self.model.name} supports")
+        if self.prefix_block_size < 1:
+            raise EngineConfigError(f"prefix block size must be at least 1, got {self.prefix_block_size}")
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise EngineConfigError("max_num_seqs and max_num_batched_tokens must be at least 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:

@@ -21,6 +21,7 @@ from hybench.engine.kv_cache import KVCache
 from hybench.engine.llama import LlamaForCausalLM
 from hybench.engine.memory import SequenceMemory
 from hybench.engine.model_runner import ModelRunner
+from hybench.engine.prefix_cache import PrefixCache
 from hybench.engine.row_manager import RowManager
 from hybench.engine.scheduler import ScheduledBatch, Scheduler
 from hybench.engine.sequence import SamplingParams, Sequence
@@ -55,8 +56,9 @@ class LLMEngine:
         self.cache = KVCache(config, self.plan.num_rows + (1 if use_graphs else 0))
         model.configure(layout, self.cache, config.seed)
         self.rows = RowManager(self.plan.num_rows, self.memory)
-        self.scheduler = Scheduler(self.rows, config.max_num_seqs, config.max_num_batched_tokens)
-        self.runner = ModelRunner(model, config)
+        self.prefix_cache = PrefixCache(self.rows, config.prefix_block_size) if config.enable_prefix_caching else None
+        self.scheduler = Scheduler(self.rows, config.max_num_seqs, config.max_num_batched_tokens, self.prefix_cache)
+        self.runner = ModelRunner(model, config, self.cache)
         if use_graphs:
             self.runner.capture_decode_graphs(max_batch=self.plan.num_rows, scratch_row=self.plan.num_rows)
         weight_bytes = sum(p.nbytes for p in model.parameters())
@@ -71,7 +73,7 @@ class LLMEngine:
         tokens = min(config.max_num_batched_tokens, config.max_model_len)
         cache = KVCache(config, 1)
         self.model.configure(layout, cache, config.seed)
-        runner = ModelRunner(self.model, config)
+        runner = ModelRunner(self.model, config, cache)
         seq = Sequence(-1, [0] * tokens, SamplingParams(1), 0, row=0)
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
@@ -116,10 +118,13 @@ class LLMEngine:
         else:
             work = self.cost.decode_bytes([s.num_tokens for s in batch.seqs])
         start = time.monotonic_ns()
+        self.runner.copy_rows(batch.restores)
         tokens = self.runner.run(batch)  # reading tokens back synchronises the device
         now = time.monotonic_ns()
         self.steps.append(StepRecord(batch.is_prefill, len(batch.seqs), batch.num_tokens, now - start, work))
-        return self.scheduler.postprocess(batch, tokens, now)
+        finished = self.scheduler.postprocess(batch, tokens, now)
+        self.runner.copy_rows(batch.snapshots)
+        return finished
 
     def run_until_done(self, on_finish=None) -> None:
         while self.has_work:
@@ -138,6 +143,7 @@ class LLMEngine:
             attn.cache = None
         self.cache = None
         self.runner.graphs = None
+        self.runner.cache = None
         if self.config.device.type == "cuda":
             torch.cuda.synchronize(self.config.device)
             torch.cuda.empty_cache()

@@ -10,6 +10,7 @@ import torch
 from hybench.engine.config import EngineConfig
 from hybench.engine.context import DecodeMeta, PrefillMeta, StepContext
 from hybench.engine.cuda_graphs import DecodeGraphs
+from hybench.engine.kv_cache import KVCache
 from hybench.engine.llama import LlamaForCausalLM
 from hybench.engine.sampler import sample
 from hybench.engine.scheduler import ScheduledBatch
@@ -34,8 +35,9 @@ def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaForCausalLM, config: EngineConfig) -> None:
+    def __init__(self, model: LlamaForCausalLM, config: EngineConfig, cache: KVCache) -> None:
         self.model = model
+        self.cache = cache
         self.config = config
         self.device = config.device
         self.capacity = config.kv_capacity
@@ -43,6 +45,17 @@ class ModelRunner:
         self.history_window = config.window if config.attention == "hybrid" else None
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.graphs: DecodeGraphs | None = None
+
+    def copy_rows(self, copies: list[tuple[int, int, int]]) -> None:
+        """Prefix-cache snapshots and restores: copy the first `tokens` positions' slots (the whole
+        ring once it has wrapped) and the history state of row `src` into row `dst`."""
+        cache = self.cache
+        for src, dst, tokens in copies:
+            slots = min(tokens, self.capacity)
+            cache.kv[:, :, dst, :slots] = cache.kv[:, :, src, :slots]
+            if cache.dt_ring is not None:
+                cache.dt_ring[:, dst, :slots] = cache.dt_ring[:, src, :slots]
+                cache.history_state[:, dst] = cache.history_state[:, src]
 
     def capture_decode_graphs(self, max_batch: int, scratch_row: int) -> None:
         self.graphs = DecodeGraphs(self.model, self, max_batch, scratch_row, self.device)

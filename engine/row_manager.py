@@ -1,7 +1,8 @@
-"""RowManager: hands out KV-cache rows to sequences and tracks analytic KV use (plain Python).
+"""RowManager: hands out KV-cache rows and tracks analytic KV use (plain Python).
 
 A row holds one sequence's cache (a ring of W slots for windowed configs), so a sequence is
-admitted only when a row is free, and its row is free again the moment it finishes.
+admitted only when a row is free, and its row is free again the moment it finishes. The prefix
+cache keeps its entries in rows too, taken and returned through the same free list.
 """
 from __future__ import annotations
 
@@ -15,23 +16,30 @@ class RowManager:
         self.memory = memory
         self._free = list(range(num_rows - 1, -1, -1))
         self._holders: dict[int, Sequence] = {}
-        self.peak_rows = 0
-        self.peak_bytes = 0
+        self.peak_rows = 0  # sequences running at once
+        self.peak_bytes = 0  # their kv + history state + dt ring
+        self.peak_kv_bytes = 0  # their K and V alone
 
     @property
     def num_free(self) -> int:
         return len(self._free)
 
-    def allocate(self, seq: Sequence) -> None:
+    def take(self) -> int:
         if not self._free:
-            raise RuntimeError("allocate() called with no free row; the scheduler must check num_free")
-        seq.row = self._free.pop()
+            raise RuntimeError("no free row; the scheduler must check num_free first")
+        return self._free.pop()
+
+    def give_back(self, row: int) -> None:
+        self._free.append(row)
+
+    def allocate(self, seq: Sequence) -> None:
+        seq.row = self.take()
         self._holders[seq.row] = seq
         self.peak_rows = max(self.peak_rows, len(self._holders))
 
     def free(self, seq: Sequence) -> None:
         del self._holders[seq.row]
-        self._free.append(seq.row)
+        self.give_back(seq.row)
         seq.row = None
 
     def used_bytes(self) -> int:
@@ -40,3 +48,5 @@ class RowManager:
 
     def record_peak(self) -> None:
         self.peak_bytes = max(self.peak_bytes, self.used_bytes())
+        kv = sum(self.memory.kv_bytes(seq.num_cached) for seq in self._holders.values())
+        self.peak_kv_bytes = max(self.peak_kv_bytes, kv)

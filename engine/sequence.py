@@ -28,6 +28,8 @@ class Sequence:
     status: Status = Status.WAITING
     row: int | None = None
     num_cached: int = 0  # tokens whose K/V (and history) are in the cache
+    snapshot_at: int = 0  # prefix caching: prompt length to snapshot the cache at (0: none)
+    prefix_hashes: list[int] = field(default_factory=list)  # prefix caching: block hashes of the prompt
     output: list[int] = field(default_factory=list)
     token_ns: list[int] = field(default_factory=list)  # host time each output token was ready
 

@@ -8,24 +8,13 @@ import torch
 from hybench.engine import build_model
 from hybench.engine.kernels.attention_ref import decode_attention_ref, prefill_attention_ref
 from hybench.engine.loader import ResolvedModel
-from engine_harness import TINY, make_engine, teacher_forced_logits
+from engine_harness import TINY, make_engine, open_history, teacher_forced_logits
 from reference_model import reference_logits
 
 
 @pytest.fixture(scope="module")
 def model():
     return build_model(ResolvedModel(TINY, ()), torch.device("cpu"), torch.float32, 512, seed=3)
-
-
-def _open_history(engine):
-    """Make the history branch weigh as much as the window, so any error in it shows. The seeded
-    init (gate ~0.02, dt ~0.001-0.1) would hide errors under the tolerance."""
-    for attn in engine.model.attention_layers:
-        if attn.history is not None:
-            attn.history.gate.data.fill_(1.0)
-            attn.history.dt_proj.bias.data.fill_(0.5)
-            attn.history.A_log.data.uniform_(-2.0, 0.0, generator=torch.Generator().manual_seed(0))
-    return engine
 
 
 def _tokens(n: int, seed: int = 0) -> list[int]:
@@ -56,7 +45,7 @@ def test_window_convention_pinned():
 def test_windowed_configs_match_reference(model, kind, window):
     """Windows 1, 2, W < prompt and W >= prompt; prefill only, and prefill + decode past the window."""
     tokens = _tokens(40)
-    engine = _open_history(make_engine(model, kind, window=window))
+    engine = open_history(make_engine(model, kind, window=window))
     expected = reference_logits(model, tokens, kind, window)
     for prefill_len in (40, 5):
         got = teacher_forced_logits(engine, [tokens], [prefill_len])[0]
@@ -72,7 +61,7 @@ def test_full_matches_reference(model):
 @pytest.mark.parametrize("kind", ["full", "sliding", "hybrid"])
 def test_chunked_prefill_equals_unchunked(model, kind):
     tokens = _tokens(70, seed=1)
-    engine = _open_history(make_engine(model, kind, window=9))
+    engine = open_history(make_engine(model, kind, window=9))
     whole = teacher_forced_logits(engine, [tokens], [70])[0]
     for chunk in (1, 4, 9, 23):
         torch.testing.assert_close(teacher_forced_logits(engine, [tokens], [70], chunk=chunk)[0], whole,
@@ -83,7 +72,7 @@ def test_chunked_prefill_equals_unchunked(model, kind):
 def test_batched_sequences_of_different_lengths(model, kind):
     """Several sequences prefilled and decoded together give each one's solo logits."""
     seqs = [_tokens(n, seed=n) for n in (33, 12, 50)]
-    engine = _open_history(make_engine(model, kind, window=6))
+    engine = open_history(make_engine(model, kind, window=6))
     together = teacher_forced_logits(engine, seqs, [20, 3, 41], chunk=16)
     for tokens, got in zip(seqs, together):
         alone = teacher_forced_logits(engine, [tokens], [len(tokens)])[0]
@@ -99,7 +88,7 @@ def test_hybrid_with_gate_at_zero_equals_sliding(model):
     hybrid = teacher_forced_logits(engine, [tokens], [20])[0]
     torch.testing.assert_close(hybrid, sliding, rtol=0, atol=0)
     # and the branch really contributes when the gate is open
-    _open_history(engine)
+    open_history(engine)
     assert not torch.allclose(teacher_forced_logits(engine, [tokens], [20])[0], sliding, atol=1e-3)
 
 
