@@ -184,7 +184,7 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
         "model_gib": sum(p.nbytes for p in model.parameters()) / GIB - history_bytes / GIB,
         "ssm_param_gib": history_bytes / GIB,
         "kv_pool_gib": engine.plan.pool_bytes / GIB,
-        "kv_used_gib": engine.rows.peak_bytes / GIB,
+        "kv_used_gib": engine.rows.peak_kv_bytes / GIB,
         "ssm_state_gib": peak_rows * m.state_bytes() / GIB,
         "max_concurrency": engine.plan.num_rows,
         "peak_running": peak_rows,
