@@ -1,0 +1,90 @@
+"""Writes a query's result as an aligned table, CSV, JSON lines or Parquet.
+
+Rows are streamed batch by batch from DuckDB, so a result as large as the store never sits in Python
+whole; the terminal table shows at most TABLE_MAX_ROWS rows. In a comparison every row gains a first
+column, `side` (A or B).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from typing import IO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hybench.queries.errors import QueryError
+from hybench.queries.formatting import text_table
+from hybench.queries.store_views import duckdb_errors
+
+TABLE_MAX_ROWS = 200
+
+# One result stream per side: (side name, or "" when there is one side; its batches).
+Part = tuple[str, pa.RecordBatchReader]
+
+
+def write_result(parts: list[Part], fmt: str, output: str | None) -> None:
+    """Write to `output`, or to stdout when it is None (every format but parquet)."""
+    first_side, first_reader = parts[0]
+    schema = first_reader.schema
+    if first_side:
+        schema = schema.insert(0, pa.field("side", pa.string()))
+    batches = _batches(parts)
+    if fmt == "parquet":
+        _write_parquet(schema, batches, output)
+        return
+    with ExitStack() as stack:
+        out: IO[str] = (stack.enter_context(open(output, "w", newline="", encoding="utf-8"))
+                        if output else sys.stdout)
+        {"table": _write_table, "csv": _write_csv, "json": _write_json}[fmt](schema.names, batches, out)
+
+
+def _batches(parts: list[Part]) -> Iterator[pa.RecordBatch]:
+    for side, reader in parts:
+        with duckdb_errors():
+            for batch in reader:
+                if side:
+                    batch = pa.RecordBatch.from_arrays([pa.array([side] * batch.num_rows), *batch.columns],
+                                                       names=["side", *batch.schema.names])
+                yield batch
+
+
+def _rows(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
+    for batch in batches:
+        yield from batch.to_pylist()
+
+
+def _write_table(columns: list[str], batches: Iterator[pa.RecordBatch], out: IO[str]) -> None:
+    rows = []
+    for row in _rows(batches):
+        if len(rows) == TABLE_MAX_ROWS:
+            print(f"(first {TABLE_MAX_ROWS} rows shown; --format csv, json or parquet writes every row)",
+                  file=sys.stderr)
+            break
+        rows.append(row)
+    print(text_table(columns, rows), file=out)
+
+
+def _write_csv(columns: list[str], batches: Iterator[pa.RecordBatch], out: IO[str]) -> None:
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for row in _rows(batches):
+        writer.writerow([row.get(c) for c in columns])
+
+
+def _write_json(columns: list[str], batches: Iterator[pa.RecordBatch], out: IO[str]) -> None:
+    for row in _rows(batches):
+        out.write(json.dumps({c: row.get(c) for c in columns}, default=str) + "\n")
+
+
+def _write_parquet(schema: pa.Schema, batches: Iterator[pa.RecordBatch], output: str) -> None:
+    with pq.ParquetWriter(output, schema) as writer:
+        for batch in batches:
+            try:
+                writer.write_batch(batch.cast(schema))
+            except (pa.ArrowInvalid, ValueError) as exc:
+                raise QueryError(f"the two sides return different columns, one Parquet file cannot hold both: "
+                                 f"{exc}") from None

@@ -1,0 +1,101 @@
+-- Every metric of each cell (model, engine, window, output length, config, input length) over the measured requests of its ok jobs; the other queries select from it.
+WITH
+measured AS (  -- warmup left out; requests of jobs that did not end ok are left out too (their jobs are counted)
+    SELECT *
+    FROM requests
+    WHERE NOT coalesce(warmup, false)
+      AND job_id IN (SELECT job_id FROM jobs WHERE status = 'ok')
+),
+job_rows AS (  -- every job, plus jobs that wrote requests but never their jobs row (interrupted)
+    SELECT *, job_id IN (SELECT job_id FROM measured) AS has_requests
+    FROM jobs
+    UNION ALL BY NAME
+    SELECT DISTINCT job_id, sweep_id, model, engine, "window", output_len, config, input_len, 'incomplete' AS status
+    FROM requests
+    WHERE job_id NOT IN (SELECT job_id FROM jobs)
+),
+job_cells AS (
+    SELECT model, engine, "window", output_len, config, input_len,
+        count(*) AS jobs,
+        count(*) FILTER (status = 'ok') AS ok,
+        count(*) FILTER (status = 'oom') AS oom,
+        count(*) FILTER (status = 'incomplete') AS incomplete,
+        string_agg(DISTINCT sweep_id, ',' ORDER BY sweep_id) AS sweeps,
+        sum(elapsed_s) FILTER (has_requests) AS elapsed_s,
+        -- The mean over the cell's ok jobs (usually one); counts take the smallest.
+        avg(model_gib) FILTER (status = 'ok') AS model_gib,
+        avg(ssm_param_gib) FILTER (status = 'ok') AS ssm_param_gib,
+        avg(kv_pool_gib) FILTER (status = 'ok') AS kv_pool_gib,
+        avg(kv_used_gib) FILTER (status = 'ok') AS kv_used_gib,
+        avg(ssm_state_gib) FILTER (status = 'ok') AS ssm_state_gib,
+        avg(peak_torch_gib) FILTER (status = 'ok') AS peak_torch_gib,
+        avg(nvml_used_gib) FILTER (status = 'ok') AS nvml_used_gib,
+        avg(activation_peak_gib) FILTER (status = 'ok') AS activation_peak_gib,
+        avg(graph_pool_gib) FILTER (status = 'ok') AS graph_pool_gib,
+        min(max_concurrency) FILTER (status = 'ok') AS max_concurrency,
+        min(kv_capacity_tokens) FILTER (status = 'ok') AS kv_capacity_tokens,
+        avg(decode_mbu) FILTER (status = 'ok') AS decode_mbu,
+        avg(prefill_mfu) FILTER (status = 'ok') AS prefill_mfu,
+        avg(decode_bw_gbs) FILTER (status = 'ok') AS decode_bw_gbs,
+        avg(prefill_tflops) FILTER (status = 'ok') AS prefill_tflops,
+        avg(peak_bw_gbs) FILTER (status = 'ok') AS peak_bw_gbs,
+        avg(peak_tflops) FILTER (status = 'ok') AS peak_tflops,
+        string_agg(DISTINCT attn_backend, ',' ORDER BY attn_backend) FILTER (status = 'ok') AS attn_backend,
+        string_agg(DISTINCT ssm_backend, ',' ORDER BY ssm_backend) FILTER (status = 'ok') AS ssm_backend
+    FROM job_rows
+    GROUP BY ALL
+),
+request_cells AS (
+    SELECT model, engine, "window", output_len, config, input_len,
+        count(*) AS requests,
+        sum(prompt_tokens + output_tokens) AS tokens,
+        sum(output_tokens) AS generated_tokens,
+        avg(e2e_ms) AS latency_mean_ms,
+        quantile_cont(e2e_ms, 0.50) AS latency_p50_ms,
+        quantile_cont(e2e_ms, 0.90) AS latency_p90_ms,
+        quantile_cont(e2e_ms, 0.99) AS latency_p99_ms,
+        avg(ttft_ms) AS ttft_mean_ms,
+        quantile_cont(ttft_ms, 0.50) AS ttft_p50_ms,
+        quantile_cont(ttft_ms, 0.90) AS ttft_p90_ms,
+        quantile_cont(ttft_ms, 0.99) AS ttft_p99_ms,
+        avg(tpot_ms) AS tpot_mean_ms,
+        quantile_cont(tpot_ms, 0.50) AS tpot_p50_ms,
+        quantile_cont(tpot_ms, 0.90) AS tpot_p90_ms,
+        quantile_cont(tpot_ms, 0.99) AS tpot_p99_ms
+    FROM measured
+    GROUP BY ALL
+),
+token_cells AS (  -- inter-token latencies: every gap of every measured request
+    SELECT model, engine, "window", output_len, config, input_len,
+        quantile_cont(itl, 0.50) AS itl_p50_ms,
+        quantile_cont(itl, 0.90) AS itl_p90_ms,
+        quantile_cont(itl, 0.99) AS itl_p99_ms
+    FROM (SELECT model, engine, "window", output_len, config, input_len, unnest(itl_ms) AS itl FROM measured)
+    GROUP BY ALL
+),
+totals AS (  -- one row per cell; grouping, unlike a join, keeps cells whose key holds a NULL
+    SELECT model, engine, "window", output_len, config, input_len,
+        max(COLUMNS(* EXCLUDE (model, engine, "window", output_len, config, input_len)))
+    FROM (FROM job_cells UNION ALL BY NAME FROM request_cells UNION ALL BY NAME FROM token_cells)
+    GROUP BY ALL
+)
+SELECT * EXCLUDE (requests, tokens, generated_tokens),
+    jobs - ok - oom - incomplete AS error,  -- status error, or any status this version does not know
+    CASE
+        WHEN ok = jobs THEN 'ok'
+        WHEN oom = jobs THEN 'oom'
+        WHEN incomplete = jobs THEN 'incomplete'
+        WHEN ok + oom + incomplete = 0 THEN 'error'
+        ELSE concat_ws(', ', if(ok > 0, ok || ' ok', NULL), if(oom > 0, oom || ' oom', NULL),
+                       if(jobs - ok - oom - incomplete > 0, (jobs - ok - oom - incomplete) || ' error', NULL),
+                       if(incomplete > 0, incomplete || ' incomplete', NULL))
+    END AS status,
+    coalesce(requests, 0) AS requests,
+    tokens / nullif(elapsed_s, 0) AS throughput_tok_s,
+    generated_tokens / nullif(elapsed_s, 0) AS output_tok_s,
+    requests / nullif(elapsed_s, 0) AS requests_per_s,
+    -- What the job needed: weights, history-branch parameters, KV in use at peak, SSM state.
+    model_gib + coalesce(ssm_param_gib, 0) + kv_used_gib + coalesce(ssm_state_gib, 0) AS needed_gib,
+    tokens / nullif(elapsed_s, 0)
+        / nullif(model_gib + coalesce(ssm_param_gib, 0) + kv_used_gib + coalesce(ssm_state_gib, 0), 0) AS tok_s_per_gib
+FROM totals

@@ -1,0 +1,22 @@
+-- Sliding and hybrid against full, and hybrid against sliding, at each input length: ratios of KV memory (SSM state included), sequences that fit, throughput, latency and throughput per GiB.
+WITH pairs (config, baseline) AS (VALUES ('sliding', 'full'), ('hybrid', 'full'), ('hybrid', 'sliding'))
+SELECT c.model, c.engine, c."window", c.output_len, c.input_len, p.config, p.baseline,
+    c.status, b.status AS baseline_status,
+    c.kv_used_gib + coalesce(c.ssm_state_gib, 0) AS kv_state_gib,
+    b.kv_used_gib + coalesce(b.ssm_state_gib, 0) AS baseline_kv_state_gib,
+    (c.kv_used_gib + coalesce(c.ssm_state_gib, 0)) / nullif(b.kv_used_gib + coalesce(b.ssm_state_gib, 0), 0) AS kv_ratio,
+    c.max_concurrency / nullif(b.max_concurrency, 0) AS concurrency_ratio,
+    c.throughput_tok_s / nullif(b.throughput_tok_s, 0) AS throughput_ratio,
+    c.latency_p50_ms / nullif(b.latency_p50_ms, 0) AS p50_ratio,
+    c.latency_p99_ms / nullif(b.latency_p99_ms, 0) AS p99_ratio,
+    c.tok_s_per_gib / nullif(b.tok_s_per_gib, 0) AS per_gib_ratio
+FROM pairs p
+JOIN cells c ON c.config = p.config
+JOIN cells b ON b.config = p.baseline AND b.model = c.model AND b.engine = c.engine
+    AND b.output_len = c.output_len AND b.input_len = c.input_len
+    -- Full attention ignores the window, so a sweep runs it under one window: it is the baseline of
+    -- every window (the same window's full run first, where there is one).
+    AND (b."window" = c."window" OR p.baseline = 'full')
+QUALIFY row_number() OVER (PARTITION BY p.config, p.baseline, c.model, c.engine, c."window", c.output_len, c.input_len
+                           ORDER BY b."window" <> c."window", b."window") = 1
+ORDER BY c.model, c.engine, c."window", c.output_len, p.config, p.baseline, c.input_len

@@ -1,0 +1,181 @@
+"""Synthetic results stores with known values for the queries tests, written the way workers write
+them (ResultStore.write + records.to_table), and the rows kept to compute the expected numbers."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+
+from hybench.workers import records
+from hybench.workers.store import ResultStore
+
+MODEL = "org/tiny-model"  # the '/' is percent-encoded in partition paths
+WINDOW = 512
+OUTPUT_LEN = 6
+LENGTHS = (256, 1024, 4096)
+CONFIGS = ("full", "sliding", "hybrid")
+KV_GIB_PER_TOKEN = 2e-5  # per sequence
+
+
+@dataclass
+class SyntheticStore:
+    store: ResultStore
+    requests: list[dict] = field(default_factory=list)  # rows readers can see (not in truncated files)
+    jobs: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # paths of the truncated files
+
+    @property
+    def root(self) -> str:
+        return self.store.uri
+
+    def write_job(self, config: str, input_len: int, *, status: str = "ok", rng: np.random.Generator,
+                  sweep_id: str = "s1", num_prompts: int = 10, iterations: int = 2, speed: float = 1.0,
+                  write_requests: bool = True, write_jobs: bool = True, extra_column: bool = False,
+                  truncate_requests: bool = False, model: str = MODEL, window: int = WINDOW) -> None:
+        job_id = f"{sweep_id}-{model.replace('/', '_')}-{config}-{window}-{input_len}-{status}"
+        key = dict(job_id=job_id, sweep_id=sweep_id, model=model, config=config, window=window, engine="hybrid",
+                   input_len=input_len, output_len=OUTPUT_LEN)
+        partition = {"model": model, "config": config, "input_len": input_len}
+        rows = [] if status == "oom" else _requests(key, rng, num_prompts, iterations, speed)
+        if write_requests and rows:
+            table = records.to_table("requests", rows)
+            if extra_column:  # a column from a newer version of the project
+                table = table.append_column("newer_metric", pa.array(np.arange(len(rows), dtype=np.float64)))
+            path = self.store.write("requests", partition, job_id, table)
+            if truncate_requests:
+                with open(path, "r+b") as fh:
+                    fh.truncate(os.path.getsize(path) // 2)
+                self.skipped.append(path)
+            else:
+                self.requests += rows
+        if write_jobs:
+            job = _job(key, config, input_len, status, rng, num_prompts, speed)
+            self.store.write("jobs", partition, job_id, records.to_table("jobs", [job]))
+            self.jobs.append(job)
+
+
+def _requests(key: dict, rng: np.random.Generator, num_prompts: int, iterations: int, speed: float) -> list[dict]:
+    rows = []
+    base_ms = (20.0 + key["input_len"] / 50) * {"full": 1.3, "sliding": 1.0, "hybrid": 1.1}[key["config"]] / speed
+    for iteration in range(iterations + 1):
+        warmup = iteration == 0  # warmup rows are far slower: a query that kept them would show it
+        for request_id in range(num_prompts):
+            ttft = float(rng.gamma(4.0, base_ms / 8)) * (50 if warmup else 1)
+            itl = (rng.gamma(3.0, base_ms / 30, OUTPUT_LEN - 1) * (50 if warmup else 1)).tolist()
+            e2e = ttft + float(sum(itl))
+            arrival = 1_000_000 * (iteration * 1000 + request_id)
+            rows.append(dict(key, iteration=iteration, warmup=warmup, request_id=request_id,
+                             prompt_tokens=key["input_len"], output_tokens=OUTPUT_LEN, arrival_ns=arrival,
+                             first_token_ns=arrival + int(ttft * 1e6), finish_ns=arrival + int(e2e * 1e6),
+                             arrival_unix_s=1.7e9 + arrival / 1e9, ttft_ms=ttft, e2e_ms=e2e,
+                             tpot_ms=(e2e - ttft) / (OUTPUT_LEN - 1), itl_ms=itl, itl_min_ms=min(itl),
+                             itl_mean_ms=sum(itl) / len(itl), itl_max_ms=max(itl)))
+    return rows
+
+
+def _job(key: dict, config: str, input_len: int, status: str, rng: np.random.Generator, num_prompts: int,
+         speed: float) -> dict:
+    job = dict(key, num_prompts=num_prompts, status=status, started_at=datetime(2025, 1, 2, 3, 4, tzinfo=timezone.utc),
+               device_name="NVIDIA H100 80GB HBM3", driver_version="550.54", torch_version="2.5.1",
+               ray_version="2.40.0", project_version="0.1.0", hostname="node-1", model_gib=0.5)
+    if status == "oom":
+        return dict(job, error="CUDA out of memory. Tried to allocate 2.00 GiB\nTraceback (most recent call last): ...")
+    if status == "error":
+        return dict(job, error="RuntimeError: kernel launch failed\nTraceback (most recent call last): ...",
+                    elapsed_s=0.5)
+    kept = input_len + OUTPUT_LEN if config == "full" else min(input_len + OUTPUT_LEN, key["window"])
+    kv_used = KV_GIB_PER_TOKEN * kept * num_prompts
+    state = 0.003 * num_prompts / 10 if config == "hybrid" else None
+    return dict(job, elapsed_s=float(rng.uniform(0.5, 2.0)) / speed,
+                ssm_param_gib=0.01 if config == "hybrid" else None, kv_pool_gib=4.0, kv_used_gib=kv_used,
+                ssm_state_gib=state, activation_peak_gib=0.3, graph_pool_gib=float(rng.uniform(0.01, 0.05)),
+                peak_torch_gib=4.6 + float(rng.uniform(0, 0.1)),
+                nvml_used_gib=5.2, max_concurrency=int(4.0 / (KV_GIB_PER_TOKEN * kept)),
+                kv_capacity_tokens=kept, decode_mbu=float(rng.uniform(0.3, 0.6)),
+                prefill_mfu=float(rng.uniform(0.2, 0.5)), decode_bw_gbs=1500.0, prefill_tflops=300.0,
+                peak_bw_gbs=3350.0, peak_tflops=989.0, attn_backend="flash_attn",
+                ssm_backend="mamba_ssm" if config == "hybrid" else None)
+
+
+def build_store(store: str | ResultStore, *, seed: int = 0, sweep_id: str = "s1", speed: float = 1.0,
+                oom: tuple[tuple[str, int], ...] = (("full", 4096),)) -> SyntheticStore:
+    """Every config at every length, one ok job each, except `oom` cells, which ran out of memory."""
+    rng = np.random.default_rng(seed)
+    synthetic = SyntheticStore(store if isinstance(store, ResultStore) else ResultStore(store))
+    for config in CONFIGS:
+        for input_len in LENGTHS:
+            status = "oom" if (config, input_len) in oom else "ok"
+            synthetic.write_job(config, input_len, status=status, rng=rng, sweep_id=sweep_id, speed=speed)
+    return synthetic
+
+
+def add_edge_cases(synthetic: SyntheticStore, seed: int = 1) -> None:
+    """A truncated requests file, a file with a newer column, an error job whose requests must not
+    count, and a job that wrote its requests but never its jobs row."""
+    rng = np.random.default_rng(seed)
+    synthetic.write_job("full", 2048, rng=rng, truncate_requests=True)
+    synthetic.write_job("sliding", 2048, rng=rng, extra_column=True)
+    synthetic.write_job("hybrid", 2048, rng=rng, status="error")
+    synthetic.write_job("hybrid", 8192, rng=rng, write_jobs=False)
+
+
+def _mean(values: list) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def _percentiles(values: list, prefix: str) -> dict:
+    kept = np.array([v for v in values if v is not None], dtype=np.float64)
+    if not kept.size:
+        return {f"{prefix}_p{q}_ms": None for q in (50, 90, 99)}
+    return {f"{prefix}_p{q}_ms": float(np.percentile(kept, q)) for q in (50, 90, 99)}
+
+
+def expected_cells(synthetic: SyntheticStore, window: int = WINDOW) -> dict[tuple[str, int], dict]:
+    """What the cells query must return for one window, keyed by (config, input_len), computed with
+    numpy from the rows the store holds: per-request percentiles (linear), throughput over the jobs'
+    elapsed time."""
+    all_jobs = [j for j in synthetic.jobs if j["window"] == window]
+    all_requests = [r for r in synthetic.requests if r["window"] == window]
+    jobs_by_id = {j["job_id"]: j for j in all_jobs}
+    ok_ids = {j["job_id"] for j in all_jobs if j["status"] == "ok"}
+    keys = {(j["config"], j["input_len"]) for j in all_jobs} | {(r["config"], r["input_len"]) for r in all_requests}
+    cells = {}
+    for key in keys:
+        jobs = [j for j in all_jobs if (j["config"], j["input_len"]) == key]
+        requests = [r for r in all_requests if (r["config"], r["input_len"]) == key]
+        incomplete = {r["job_id"] for r in requests} - set(jobs_by_id)
+        measured = [r for r in requests if not r["warmup"] and r["job_id"] in ok_ids]
+        elapsed = sum(j["elapsed_s"] for j in jobs if j["job_id"] in {r["job_id"] for r in measured}) or None
+        tokens = sum(r["prompt_tokens"] + r["output_tokens"] for r in measured)
+        ok_jobs = [j for j in jobs if j["status"] == "ok"]
+        cell = dict(
+            jobs=len(jobs) + len(incomplete), ok=len(ok_jobs), oom=sum(j["status"] == "oom" for j in jobs),
+            error=sum(j["status"] == "error" for j in jobs), incomplete=len(incomplete), requests=len(measured),
+            elapsed_s=elapsed,
+            throughput_tok_s=tokens / elapsed if elapsed else None,
+            output_tok_s=sum(r["output_tokens"] for r in measured) / elapsed if elapsed else None,
+            requests_per_s=len(measured) / elapsed if elapsed else None,
+            latency_mean_ms=_mean([r["e2e_ms"] for r in measured]),
+            ttft_mean_ms=_mean([r["ttft_ms"] for r in measured]),
+            tpot_mean_ms=_mean([r["tpot_ms"] for r in measured]),
+            **{k.replace("e2e", "latency"): v for k, v in _percentiles([r["e2e_ms"] for r in measured], "e2e").items()},
+            **_percentiles([r["ttft_ms"] for r in measured], "ttft"),
+            **_percentiles([r["tpot_ms"] for r in measured], "tpot"),
+            **_percentiles([v for r in measured for v in r["itl_ms"]], "itl"),
+        )
+        for name in ("model_gib", "ssm_param_gib", "kv_pool_gib", "kv_used_gib", "ssm_state_gib", "activation_peak_gib",
+                     "graph_pool_gib", "peak_torch_gib", "nvml_used_gib", "decode_mbu", "prefill_mfu", "decode_bw_gbs",
+                     "prefill_tflops", "peak_bw_gbs", "peak_tflops"):
+            cell[name] = _mean([j.get(name) for j in ok_jobs])
+        for name in ("max_concurrency", "kv_capacity_tokens"):
+            cell[name] = min((j[name] for j in ok_jobs if j.get(name) is not None), default=None)
+        needed = (None if cell["model_gib"] is None or cell["kv_used_gib"] is None else
+                  cell["model_gib"] + (cell["ssm_param_gib"] or 0) + cell["kv_used_gib"] + (cell["ssm_state_gib"] or 0))
+        cell["needed_gib"] = needed
+        cell["tok_s_per_gib"] = cell["throughput_tok_s"] / needed if needed and cell["throughput_tok_s"] else None
+        cells[key] = cell
+    return cells
