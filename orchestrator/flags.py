@@ -9,6 +9,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from hybench.workers.datasets import DatasetError, DatasetRef
 from hybench.workers.job_spec import ATTENTION_CONFIGS, DTYPES, ENGINES, LOAD_FORMATS
 
 
@@ -18,6 +19,14 @@ def _optional_int(text: str) -> int | None:
 
 def _optional_float(text: str) -> float | None:
     return None if text.lower() in ("", "none", "auto") else float(text)
+
+
+def _dataset(path: str) -> DatasetRef:
+    """Read and hash the file as the flag is parsed, so a bad file is a usage error before any job runs."""
+    try:
+        return DatasetRef.open(path)
+    except DatasetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bool(text: str) -> bool:
@@ -62,7 +71,19 @@ FLAGS: tuple[Flag, ...] = (
     Flag("num_warmup_iters", "--num-warmup-iters", int, 3,
          "warmup iterations, recorded with warmup=true and left out of reports"),
     Flag("num_benchmark_iters", "--num-benchmark-iters", int, 10,
-         "measured iterations; each submits every prompt at once and runs them to completion"),
+         "measured iterations; each submits every prompt (as --request-rate and --max-concurrency say) "
+         "and runs them to completion"),
+    Flag("dataset", "--dataset", _dataset, None,
+         "prompts from a `hybench data` file (JSON or Parquet) instead of seeded random ones: a job runs the "
+         "first --num-prompts prompts of its input length, the same in every iteration; the hash of the "
+         "file's token ids, not its path, is part of the job id", sweep_name="--datasets", metavar="FILE"),
+    Flag("request_rate", "--request-rate", float, float("inf"),
+         "requests per second, arriving as a seeded Poisson process (the same schedule for every config); "
+         "inf = offline: every request arrives at once. TTFT counts the wait from arrival; requests.queue_ms "
+         "records the part before the first prefill step", sweep_name="--request-rates", metavar="R"),
+    Flag("concurrency_limit", "--max-concurrency", _optional_int, None,
+         "most requests in the engine at once; later arrivals wait in the client queue (requests."
+         "client_queue_ms), and that wait counts in TTFT; default: no limit", metavar="C"),
     Flag("gpu_memory_utilization", "--gpu-memory-utilization", float, 0.9,
          "fraction of total GPU memory the engine may use; the KV pool gets what weights, "
          "activations and CUDA graphs leave"),
@@ -90,6 +111,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("top_p", "--top-p", float, 1.0, "nucleus sampling threshold (with temperature > 0)"),
     Flag("enforce_eager", "--enforce-eager", _bool, False,
          "run decode eagerly instead of replaying CUDA graphs", is_switch=True),
+    Flag("enable_prefix_caching", "--enable-prefix-caching", _bool, False,
+         "reuse the cache of prompt prefixes other requests share: K/V for full, the window ring for "
+         "sliding, ring + SSM state for hybrid", is_switch=True),
     Flag("trust_remote_code", "--trust-remote-code", _bool, False,
          "let --engine hf run a checkpoint's own Python code (never done otherwise)", is_switch=True),
     Flag("device", "--device", str, "auto", "cuda, cuda:N or cpu; auto = cuda when available"),
@@ -104,6 +128,11 @@ def _split(text: str, parse: Callable[[str], Any], flag: str) -> tuple:
         return tuple(parse(item) for item in items)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{flag}: {exc}") from None
+
+
+def list_of(parse: Callable[[str], Any], flag: str) -> Callable[[str], tuple]:
+    """An argparse type for a comma-separated list, for commands that borrow a list flag's syntax."""
+    return lambda text: _split(text, parse, flag)
 
 
 def _list_parser(flag: Flag) -> Callable[[str], tuple]:

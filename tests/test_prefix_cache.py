@@ -106,3 +106,28 @@ def test_small_pool_with_caching_finishes_everything(model):
     engine = _engine(model, "sliding", caching=True, rows=3)
     assert _run(engine, prompts) == baseline
     assert engine.rows.num_free + engine.prefix_cache.num_entries == 3
+
+
+def test_bench_records_hit_rate_and_cache_memory(tmp_path):
+    """End to end: a shared-prefix dataset with --enable-prefix-caching; the jobs row carries the
+    hit rate the structure implies and the memory the entries held."""
+    import pyarrow.parquet as pq
+
+    from hybench.orchestrator.cli import main
+
+    data = tmp_path / "sp.json"
+    assert main(["data", "--input-lengths", "64", "--num-prompts", "8", "--pattern", "shared_prefix",
+                 "--prefix-len", "48", "--num-prefixes", "2", "--output-file", str(data)]) == 0
+    out = tmp_path / "results"
+    for caching in ([], ["--enable-prefix-caching"]):
+        assert main(["bench", "--model", "tiny-llama", "--config", "hybrid", "--sliding-window-override", "16",
+                     "--dataset", str(data), "--input-lengths", "64", "--num-prompts", "8", "--output-len", "3",
+                     "--num-warmup-iters", "0", "--num-benchmark-iters", "1", "--max-num-batched-tokens", "128",
+                     "--output-dir", str(out), "--no-progress", *caching]) == 0
+    jobs = {r["enable_prefix_caching"]: r for r in pq.read_table(out / "jobs", partitioning=None).to_pylist()}
+    assert jobs[False]["prefix_cache_hit_rate"] is None
+    cached = jobs[True]
+    # 2 prefixes x 4 prompts: the first of each is snapshotted at 48 tokens, the other 3 reuse them
+    assert cached["prefix_cache_hits"] == 6
+    assert cached["prefix_cache_hit_rate"] == pytest.approx(6 * 48 / (8 * 64))
+    assert cached["prefix_cache_gib"] > 0

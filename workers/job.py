@@ -1,10 +1,11 @@
 """Run one benchmark job and write its records: the single-job API the CLI and Ray actors share.
 
-A job runs its warmup iterations, then its measured ones; each iteration submits every prompt at
-once (offline, as the original suite) and runs them to completion. Per-request records go to the
-`requests` table, one summary row to `jobs` (written last, so it marks the job complete). A job
-that does not fit in memory is an `oom` row; any other failure inside the job is an `error` row;
-both keep the worker alive for the next job.
+A job runs its warmup iterations, then its measured ones; each iteration submits its prompts on the
+job's arrival schedule (arrivals.py; by default every prompt at once, offline, as the original suite)
+and runs them to completion. Per-request records go to the `requests` table, one summary row to
+`jobs` (written last, so it marks the job complete). A job that does not fit in memory is an
+`oom` row; any other failure inside the job is an `error` row; both keep the worker alive for the
+next job.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from hybench.engine import (
 from hybench.engine.llama import LlamaForCausalLM
 from hybench.engine.memory import GIB
 from hybench.workers import device_info
+from hybench.workers.arrivals import OFFLINE, arrival_offsets_ns, run_schedule
 from hybench.workers.job_spec import JobSpec, project_version
 from hybench.workers.metrics import RequestTiming, request_row, summarize
 from hybench.workers.prompts import random_prompts
@@ -49,10 +51,12 @@ class PreparedJob:
     device: torch.device
     dtype: torch.dtype
     max_model_len: int
+    dataset_prompts: list[list[int]] | None  # the dataset's prompts for this job; None: seeded random ones
 
 
 def prepare(spec: JobSpec) -> PreparedJob:
-    """Check everything a user can get wrong before any work is done; raises EngineConfigError."""
+    """Check everything a user can get wrong before any work is done; raises EngineConfigError, or
+    DatasetError for a --dataset that cannot serve the job."""
     resolved = resolve_model(spec.model, spec.load_format)
     config = resolved.config
     device = resolve_device(spec.device)
@@ -69,11 +73,16 @@ def prepare(spec: JobSpec) -> PreparedJob:
         raise EngineConfigError("--engine hf (Hugging Face generate) runs the full config only")
     if spec.engine == "hf" and spec.temperature > 0:
         raise EngineConfigError("--engine hf runs greedy decoding only (temperature 0)")
+    if spec.engine == "hf" and (spec.request_rate != OFFLINE or spec.concurrency_limit is not None):
+        raise EngineConfigError("--engine hf runs offline only (no --request-rate or --max-concurrency)")
     max_len = spec.max_model_len or needed
     if max_len > config.max_position_embeddings:
         raise EngineConfigError(
             f"--max-model-len {max_len} exceeds the {config.max_position_embeddings} positions {spec.model} supports")
-    return PreparedJob(spec, resolved, device, resolve_dtype(spec.dtype, config, device), max_len)
+    dataset_prompts = None
+    if spec.dataset is not None:
+        dataset_prompts = spec.dataset.prompts(spec.input_len, spec.num_prompts, config.vocab_size, spec.model)
+    return PreparedJob(spec, resolved, device, resolve_dtype(spec.dtype, config, device), max_len, dataset_prompts)
 
 
 class ModelCache:
@@ -129,8 +138,20 @@ def _job_key(spec: JobSpec) -> dict:
         "job_id": spec.job_id, "sweep_id": spec.sweep_id, "model": spec.model, "config": spec.config,
         "window": spec.window, "engine": spec.engine, "input_len": spec.input_len, "output_len": spec.output_len,
         "num_prompts": spec.num_prompts, "seed": spec.seed, "dtype": spec.dtype, "load_format": spec.load_format,
+        "enable_prefix_caching": spec.enable_prefix_caching,
         "num_warmup_iters": spec.num_warmup_iters, "num_benchmark_iters": spec.num_benchmark_iters,
+        "request_rate": spec.request_rate, "concurrency_limit": spec.concurrency_limit,
+        "dataset": spec.dataset.path if spec.dataset else None,
+        "dataset_sha256": spec.dataset.sha256 if spec.dataset else None,
     }
+
+
+def _prompts(job: PreparedJob, iteration: int) -> list[list[int]]:
+    """One iteration's prompts: the dataset's (the same every iteration), else seeded random ones."""
+    if job.dataset_prompts is not None:
+        return job.dataset_prompts
+    spec = job.spec
+    return random_prompts(job.resolved.config.vocab_size, spec.input_len, spec.num_prompts, spec.seed, iteration)
 
 
 def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], progress: bool) -> dict:
@@ -145,7 +166,8 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
         model=job.resolved.config, attention=spec.config, window=spec.window, max_model_len=job.max_model_len,
         max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
         gpu_memory_utilization=spec.gpu_memory_utilization, kv_cache_gib=spec.kv_cache_gib,
-        enforce_eager=spec.enforce_eager, seed=spec.seed, device=job.device, dtype=job.dtype)
+        enforce_eager=spec.enforce_eager, enable_prefix_caching=spec.enable_prefix_caching, seed=spec.seed,
+        device=job.device, dtype=job.dtype)
     engine = LLMEngine(model, config)
     sampling = SamplingParams(spec.output_len, spec.temperature, spec.top_p)
     epoch_offset = time.time_ns() - time.monotonic_ns()
@@ -156,18 +178,19 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
     try:
         for iteration in range(iterations):
             warmup = iteration < spec.num_warmup_iters
-            prompts = random_prompts(job.resolved.config.vocab_size, spec.input_len, spec.num_prompts,
-                                     spec.seed, iteration)
+            prompts = _prompts(job, iteration)
+            offsets_ns = arrival_offsets_ns(len(prompts), spec.request_rate, spec.seed, iteration)
             first_step = len(engine.steps)
             start = time.monotonic_ns()
-            seqs = [engine.add_request(p, sampling, arrival_ns=start) for p in prompts]
-            engine.run_until_done(on_finish=lambda _seq: bar.update(1))
+            submitted = run_schedule(engine, prompts, sampling, start + offsets_ns, spec.concurrency_limit,
+                                     on_finish=lambda _seq: bar.update(1))
             if not warmup:
                 elapsed_ns += time.monotonic_ns() - start
                 measured_steps += engine.steps[first_step:]
-            for seq in seqs:
+            for request in submitted:
+                seq = request.seq
                 timing = RequestTiming(seq.request_id, iteration, warmup, seq.prompt_len, len(seq.output),
-                                       seq.arrival_ns, tuple(seq.token_ns))
+                                       seq.arrival_ns, tuple(seq.token_ns), request.submitted_ns, request.admitted_ns)
                 request_rows.append(request_row(timing, epoch_offset))
     finally:
         bar.close()
@@ -202,9 +225,22 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
         "ssm_init": "seeded" if spec.config == "hybrid" else "none",
         "peak_torch_gib": device_info.peak_torch_gib(job.device),
         "nvml_used_gib": device_info.nvml_used_gib(job.device),
-    }
+    } | _prefix_cache_fields(engine)
     engine.release()
     return out
+
+
+def _prefix_cache_fields(engine: LLMEngine) -> dict:
+    """Hit rate (share of prompt tokens served from the cache, warmup included: the cache is warm
+    across iterations as in a server) and the memory its entries held at most."""
+    cache = engine.prefix_cache
+    if cache is None:
+        return {}
+    return {
+        "prefix_cache_hit_rate": cache.stats.hit_rate,
+        "prefix_cache_hits": cache.stats.hits,
+        "prefix_cache_gib": cache.stats.peak_entries * engine.plan.row_bytes / GIB,
+    }
 
 
 def _execute_hf(job: PreparedJob, request_rows: list[dict], progress: bool) -> dict:
@@ -221,8 +257,7 @@ def _execute_hf(job: PreparedJob, request_rows: list[dict], progress: bool) -> d
     try:
         for iteration in range(iterations):
             warmup = iteration < spec.num_warmup_iters
-            prompts = random_prompts(job.resolved.config.vocab_size, spec.input_len, spec.num_prompts,
-                                     spec.seed, iteration)
+            prompts = _prompts(job, iteration)
             start = time.monotonic_ns()
             results = peer.run(prompts, spec.output_len, spec.max_num_seqs, start, on_finish=lambda: bar.update(1))
             if not warmup:

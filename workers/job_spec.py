@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+
+from hybench.workers.datasets import DatasetRef
 
 ATTENTION_CONFIGS = ("full", "sliding", "hybrid")
 ENGINES = ("hybrid", "hf")
@@ -27,7 +30,10 @@ def project_version() -> str:
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One benchmark job. Fields not in `_RUN_ONLY` define the job and so its id."""
+    """One benchmark job. Fields not in `_RUN_ONLY` define the job and so its id.
+
+    `dataset` splits in two: its path says where to read the prompts (run-only: the file may move),
+    its sha256 of the token ids is what defines the job (so editing the file makes a new job)."""
 
     model: str
     config: str
@@ -50,6 +56,10 @@ class JobSpec:
     temperature: float = 0.0
     top_p: float = 1.0
     trust_remote_code: bool = False
+    request_rate: float = math.inf  # Poisson arrivals per second; inf = offline, every request at once
+    concurrency_limit: int | None = None  # most requests in the engine at once; None = no limit
+    dataset: DatasetRef | None = None  # prompts from a `hybench data` file instead of seeded random ones
+    enable_prefix_caching: bool = False
     # Run-only fields: where and under which sweep the job runs, not what it measures.
     sweep_id: str = "adhoc"
     device: str = "auto"
@@ -82,6 +92,11 @@ class JobSpec:
             problems.append(f"temperature must be >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.request_rate > 0:  # also rejects NaN
+            problems.append(f"request_rate must be a positive number of requests/s (inf = offline), "
+                            f"got {self.request_rate}")
+        if self.concurrency_limit is not None and self.concurrency_limit < 1:
+            problems.append(f"concurrency_limit (--max-concurrency) must be at least 1, got {self.concurrency_limit}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -89,6 +104,8 @@ class JobSpec:
         fields = dataclasses.asdict(self)
         for name in self._RUN_ONLY:
             fields.pop(name)
+        if self.dataset is not None:
+            fields["dataset"] = self.dataset.sha256
         fields["code_version"] = project_version()
         return fields
 

@@ -21,6 +21,8 @@ class RequestTiming:
     output_tokens: int
     arrival_ns: int
     token_ns: tuple[int, ...]  # when each output token was ready
+    submitted_ns: int | None = None  # the client handed it to the engine (None: not tracked, as for --engine hf)
+    admitted_ns: int | None = None  # the engine step that began its prefill started
 
 
 def request_row(t: RequestTiming, epoch_offset_ns: int) -> dict:
@@ -45,7 +47,13 @@ def request_row(t: RequestTiming, epoch_offset_ns: int) -> dict:
         "itl_min_ms": float(itl.min()) if itl.size else None,
         "itl_mean_ms": float(itl.mean()) if itl.size else None,
         "itl_max_ms": float(itl.max()) if itl.size else None,
+        "queue_ms": _since_arrival(t, t.admitted_ns),
+        "client_queue_ms": _since_arrival(t, t.submitted_ns),
     }
+
+
+def _since_arrival(t: RequestTiming, ns: int | None) -> float | None:
+    return None if ns is None else (ns - t.arrival_ns) / NS_PER_MS
 
 
 def summarize(rows: list[dict], elapsed_s: float) -> dict:

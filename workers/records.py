@@ -37,6 +37,9 @@ REQUESTS_SCHEMA = pa.schema(
         ("itl_min_ms", pa.float64()),
         ("itl_mean_ms", pa.float64()),
         ("itl_max_ms", pa.float64()),
+        # Waits before the first prefill (arrivals.py); both are part of ttft_ms.
+        ("queue_ms", pa.float64()),  # arrival until the engine step that began its prefill
+        ("client_queue_ms", pa.float64()),  # arrival until the client submitted it (--max-concurrency)
     ]
 )
 
@@ -89,6 +92,15 @@ JOBS_SCHEMA = pa.schema(
         ("driver_version", pa.string()),
         ("ray_version", pa.string()),
         ("hostname", pa.string()),
+        # The workload: how requests arrive and where the prompts come from.
+        ("request_rate", pa.float64()),  # Poisson arrivals per second; inf = offline (all at once)
+        ("concurrency_limit", pa.int64()),  # --max-concurrency; null = none (max_concurrency above is the KV pool's)
+        ("dataset", pa.string()),  # path of the --dataset file; null = seeded random prompts
+        ("dataset_sha256", pa.string()),  # hash of its token ids, part of the job id
+        ("enable_prefix_caching", pa.bool_()),
+        ("prefix_cache_hit_rate", pa.float64()),  # share of prompt tokens served from the prefix cache
+        ("prefix_cache_hits", pa.int64()),  # requests that started from a cached prefix
+        ("prefix_cache_gib", pa.float64()),  # memory the cache's entries held at most
     ]
 )
 
