@@ -19,11 +19,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: install
-	for config in full sliding hybrid; do \
-	  $(BIN)/hybench bench --model tiny-llama --config $$config --sliding-window-override 256 \
-	    --input-lengths 256,1024 --num-prompts 16 --output-len 32 --num-warmup-iters 1 \
-	    --num-benchmark-iters 3 --output-dir results || exit 1; \
-	done
+	$(BIN)/hybench sweep
 
 test: install
 	$(BIN)/python -m pytest -q

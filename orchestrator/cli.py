@@ -23,6 +23,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from hybench.orchestrator.bench_cli import add_bench_parser
+    from hybench.orchestrator.data_cli import add_data_parser
+    from hybench.orchestrator.sweep_cli import add_submit_parser, add_sweep_parser
+    from hybench.queries.cli import add_query_parser, add_report_parser
 
     parser = _Parser(
         prog="hybench",
@@ -31,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hybench {project_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_sweep_parser(sub)
     add_bench_parser(sub)
+    add_data_parser(sub)
+    add_submit_parser(sub)
+    add_report_parser(sub)
+    add_query_parser(sub)
     return parser
 
 
@@ -39,9 +47,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean the user asked for something impossible, not a bug."""
     from hybench.engine.errors import EngineConfigError
     from hybench.orchestrator.bench_cli import BenchInputError
+    from hybench.orchestrator.sweep import SweepError
+    from hybench.queries.errors import QueryError
+    from hybench.workers.datasets import DatasetError
     from hybench.workers.store import StoreError
 
-    return (EngineConfigError, StoreError, BenchInputError)
+    return (EngineConfigError, StoreError, BenchInputError, QueryError, SweepError, DatasetError)
 
 
 def main(argv: list[str] | None = None) -> int:

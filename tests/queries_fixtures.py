@@ -92,6 +92,7 @@ def _job(key: dict, config: str, input_len: int, status: str, rng: np.random.Gen
     return dict(job, elapsed_s=float(rng.uniform(0.5, 2.0)) / speed,
                 ssm_param_gib=0.01 if config == "hybrid" else None, kv_pool_gib=4.0, kv_used_gib=kv_used,
                 ssm_state_gib=state, activation_peak_gib=0.3, graph_pool_gib=float(rng.uniform(0.01, 0.05)),
+                prefix_cache_gib=float(rng.uniform(0.0, 0.2)),
                 peak_torch_gib=4.6 + float(rng.uniform(0, 0.1)),
                 nvml_used_gib=5.2, max_concurrency=int(4.0 / (KV_GIB_PER_TOKEN * kept)),
                 kv_capacity_tokens=kept, decode_mbu=float(rng.uniform(0.3, 0.6)),
@@ -168,7 +169,7 @@ def expected_cells(synthetic: SyntheticStore, window: int = WINDOW) -> dict[tupl
             **_percentiles([v for r in measured for v in r["itl_ms"]], "itl"),
         )
         for name in ("model_gib", "ssm_param_gib", "kv_pool_gib", "kv_used_gib", "ssm_state_gib", "activation_peak_gib",
-                     "graph_pool_gib", "peak_torch_gib", "nvml_used_gib", "decode_mbu", "prefill_mfu", "decode_bw_gbs",
+                     "graph_pool_gib", "prefix_cache_gib", "peak_torch_gib", "nvml_used_gib", "decode_mbu", "prefill_mfu", "decode_bw_gbs",
                      "prefill_tflops", "peak_bw_gbs", "peak_tflops"):
             cell[name] = _mean([j.get(name) for j in ok_jobs])
         for name in ("max_concurrency", "kv_capacity_tokens"):

@@ -113,7 +113,7 @@ def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None,
     job = prepare(spec)
     started = dt.datetime.now(dt.timezone.utc)
     request_rows: list[dict] = []
-    row = _job_key(spec) | {"status": "ok", "error": None, "started_at": started}
+    row = job_key(spec) | {"status": "ok", "error": None, "started_at": started}
     try:
         row |= _execute(job, models or ModelCache(), request_rows, progress)
     except (KVPoolTooSmall, torch.OutOfMemoryError) as exc:
@@ -127,13 +127,15 @@ def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None,
     if row["status"] != "ok":
         request_rows = []
     row |= _environment(job) | {"finished_at": dt.datetime.now(dt.timezone.utc)}
-    key = _job_key(spec)
+    key = job_key(spec)
     store.write("requests", spec.partition(), spec.job_id, to_table("requests", [key | r for r in request_rows]))
     store.write("jobs", spec.partition(), spec.job_id, to_table("jobs", [row]))
     return row
 
 
-def _job_key(spec: JobSpec) -> dict:
+def job_key(spec: JobSpec) -> dict:
+    """The columns that identify a job and its workload, shared by its requests and jobs rows (and by
+    the driver's row for a job whose actor kept dying)."""
     return {
         "job_id": spec.job_id, "sweep_id": spec.sweep_id, "model": spec.model, "config": spec.config,
         "window": spec.window, "engine": spec.engine, "input_len": spec.input_len, "output_len": spec.output_len,

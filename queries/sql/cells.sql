@@ -32,6 +32,7 @@ job_cells AS (
         avg(nvml_used_gib) FILTER (status = 'ok') AS nvml_used_gib,
         avg(activation_peak_gib) FILTER (status = 'ok') AS activation_peak_gib,
         avg(graph_pool_gib) FILTER (status = 'ok') AS graph_pool_gib,
+        avg(prefix_cache_gib) FILTER (status = 'ok') AS prefix_cache_gib,
         min(max_concurrency) FILTER (status = 'ok') AS max_concurrency,
         min(kv_capacity_tokens) FILTER (status = 'ok') AS kv_capacity_tokens,
         avg(decode_mbu) FILTER (status = 'ok') AS decode_mbu,

@@ -1,0 +1,185 @@
+"""The sweep spec: flags or a YAML sweep file -> the cartesian product of jobs.
+
+A sweep file uses the same names as the flags (`models`, `windows`, `input_lengths`, `results`, ...;
+the JobSpec field names work too) with one value or a list each. Values go through the very
+parsers the flags use, so a file and a command line accept and reject the same things, and a
+mistake is one line naming the field. Precedence: command line, then sweep file, then defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import yaml
+
+from hybench.orchestrator.flags import FLAGS, add_sweep_flags
+from hybench.workers.job_spec import JobSpec
+
+# The no-argument sweep: the tiny preset, every config, a window shorter than the longer inputs
+# (so the three configs differ), and few prompts and iterations, so it ends in a minute on a CPU.
+SWEEP_DEFAULTS: dict[str, tuple] = {
+    "model": ("tiny-llama",),
+    "config": ("full", "sliding", "hybrid"),
+    "window": (256,),
+    "input_len": (256, 512, 1024, 2048),
+    "num_prompts": (4,),
+    "output_len": (16,),
+    "num_warmup_iters": (1,),
+    "num_benchmark_iters": (1,),
+}
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as asked (bad file, field or value); the message names the field."""
+
+
+@dataclass(frozen=True)
+class RunOption:
+    """A sweep setting that is not part of a job: where and how the jobs run."""
+
+    name: str  # also the YAML key; the flag is --name-with-dashes
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+RUN_OPTIONS: tuple[RunOption, ...] = (
+    RunOption("results", str, "results", "results store every worker writes to: a folder (shared by all "
+              "nodes of a cluster) or a pyarrow filesystem URI such as s3://bucket/path", "DIR_OR_URI"),
+    RunOption("address", str, None, "Ray cluster to run on: auto (the cluster this machine is part of, or the "
+              "one `ray job submit` runs in), HOST:PORT or ray://HOST:10001; default: a private Ray on "
+              "127.0.0.1", "ADDRESS"),
+    RunOption("sweep_id", str, None, "label stored with every row; default: sweep-<hash of the job ids>, "
+              "the same on every re-run of the sweep", "ID"),
+    RunOption("workers", int, None, "Ray actors to start; default: one per GPU of the cluster (GPUs / "
+              "--gpus-per-worker), or one CPU worker where the cluster has no GPU", "N"),
+    RunOption("gpus_per_worker", float, None, "GPUs per actor; 0 runs CPU actors; default: 1 where the "
+              "cluster has GPUs, else 0", "G"),
+    RunOption("cpus_per_worker", int, None, "CPUs per actor, also its torch threads; default: 1 for GPU "
+              "actors, the largest node's CPUs for CPU actors", "C"),
+    RunOption("max_retries", int, 2, "times a job is re-run after its actor was lost (crash, node lost, "
+              "timeout) before it is recorded as a failed job"),
+    RunOption("job_timeout", float, None, "seconds after which a running job's actor is restarted and the "
+              "attempt counts as failed; default: no limit", "SECONDS"),
+)
+JOB_FIELDS = tuple(f.spec_field for f in FLAGS)
+SETTINGS = JOB_FIELDS + tuple(o.name for o in RUN_OPTIONS)
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every bench flag as a list (flags.py, with the sweep's defaults) and the run options."""
+    add_sweep_flags(parser, SWEEP_DEFAULTS)
+    for option in RUN_OPTIONS:
+        parser.add_argument(option.flag, dest=option.name, type=_scalar(option), default=option.default,
+                            metavar=option.metavar,
+                            help=option.help + ("" if option.default is None else f" (default: {option.default})"))
+
+
+def _scalar(option: RunOption) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
+    return parse
+
+
+def _field_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    add_sweep_arguments(parser)
+    return parser
+
+
+def _file_keys() -> dict[str, tuple[str, str]]:
+    """Sweep-file key (underscores) -> (setting, flag): field names, flag names and plural aliases."""
+    keys = {}
+    for f in FLAGS:
+        for name in filter(None, (f.spec_field, f.flag, f.sweep_name)):
+            keys[name.lstrip("-").replace("-", "_")] = (f.spec_field, f.sweep_name or f.flag)
+    for o in RUN_OPTIONS:
+        keys[o.name] = (o.name, o.flag)
+    return keys
+
+
+def load_sweep_file(path: str) -> dict[str, Any]:
+    """The settings a YAML sweep file sets, parsed and checked like the flags."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise SweepError(f"cannot read sweep file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SweepError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SweepError(f"{path}: a sweep file maps field names to a value or a list, got {type(data).__name__}")
+    keys, parser, settings = _file_keys(), _field_parser(), {}
+    for key, value in data.items():
+        setting, flag = keys.get(str(key).replace("-", "_"), (None, None))
+        if setting is None:
+            raise SweepError(f"{path}: unknown field {key!r} (known: {', '.join(SETTINGS)})")
+        if setting in settings:
+            raise SweepError(f"{path}: field {key!r} sets {setting}, which an earlier field already set")
+        is_job_field = setting in JOB_FIELDS
+        if isinstance(value, dict) or (isinstance(value, list) and not is_job_field):
+            raise SweepError(f"{path}: {key}: takes {'a value or a list' if is_job_field else 'one value'}, "
+                             f"got {value!r}")
+        text = ",".join(_text(v) for v in value) if isinstance(value, list) else _text(value)
+        try:
+            settings[setting] = getattr(parser.parse_args([flag, text]), setting)
+        except argparse.ArgumentError as exc:
+            raise SweepError(f"{path}: {key}: {exc.message}") from None
+    return settings
+
+
+def _text(value: Any) -> str:
+    """A YAML scalar as the flag would spell it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def resolve(given: dict[str, Any], sweep_file: str | None) -> dict[str, Any]:
+    """Every setting: command line (non-None values of `given`) over sweep file over defaults."""
+    defaults = vars(_field_parser().parse_args([]))
+    from_file = load_sweep_file(sweep_file) if sweep_file else {}
+    return defaults | from_file | {name: value for name, value in given.items() if value is not None}
+
+
+def expand(settings: dict[str, Any]) -> list[JobSpec]:
+    """The cartesian product of the job fields, in a stable order, without duplicates.
+
+    `full` attends to every token, so the window does not change what it measures: it runs once per
+    cell, under the first window listed, instead of once per window. The Hugging Face peer runs the
+    `full` config only, so its sliding and hybrid combinations are left out.
+    """
+    fields = {name: settings[name] if isinstance(settings[name], tuple) else (settings[name],)
+              for name in JOB_FIELDS}
+    specs: dict[str, JobSpec] = {}
+    for combo in itertools.product(*fields.values()):
+        values = dict(zip(fields, combo))
+        if values["engine"] == "hf" and values["config"] != "full":
+            continue
+        if values["config"] == "full":
+            values["window"] = fields["window"][0]
+        try:
+            spec = JobSpec(**values)
+        except ValueError as exc:
+            raise SweepError(str(exc)) from None
+        specs.setdefault(spec.job_id, spec)
+    sweep_id = settings["sweep_id"] or "sweep-" + hashlib.sha256(" ".join(sorted(specs)).encode()).hexdigest()[:8]
+    return [dataclasses.replace(spec, sweep_id=sweep_id) for spec in specs.values()]

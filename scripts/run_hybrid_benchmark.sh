@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The original suite's runner on `hybench sweep`: every config of one model, with the suite's defaults.
+#   scripts/run_hybrid_benchmark.sh [MODEL] [RESULTS_DIR] [more hybench sweep flags...]
+#   INPUT_LENGTHS="256,512,1024" NUM_PROMPTS=20 scripts/run_hybrid_benchmark.sh
+# Other settings from the environment: OUTPUT_LEN, WINDOWS (sliding window(s) of sliding and
+# hybrid), NUM_WARMUP_ITERS, NUM_BENCHMARK_ITERS, LOAD_FORMAT (dummy: random weights, no download).
+# Re-running resumes: jobs already in RESULTS_DIR are skipped. The report lands in RESULTS_DIR/plots.
+set -euo pipefail
+
+model="${1:-meta-llama/Llama-3.2-1B}"
+results="${2:-./results}"
+shift $(( $# < 2 ? $# : 2 ))
+
+exec hybench sweep \
+    --models "$model" \
+    --configs full,sliding,hybrid \
+    --windows "${WINDOWS:-2048}" \
+    --input-lengths "${INPUT_LENGTHS:-512,1024,2048,4096}" \
+    --num-prompts "${NUM_PROMPTS:-100}" \
+    --output-len "${OUTPUT_LEN:-128}" \
+    --num-warmup-iters "${NUM_WARMUP_ITERS:-3}" \
+    --num-benchmark-iters "${NUM_BENCHMARK_ITERS:-10}" \
+    --load-format "${LOAD_FORMAT:-auto}" \
+    --results "$results" \
+    "$@"

@@ -1,0 +1,96 @@
+"""Shared pieces of the sweep tests: Ray on loopback, tiny jobs, the CLI in a subprocess, store readers.
+
+Importing this module sets the environment every Ray process of the tests needs.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+from ray._private import ray_constants
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# Ray reads that variable once, on its first import, and a test module collected earlier may have
+# imported Ray already: without this, a driver in this process dials the machine's outward IP instead
+# of the loopback the test clusters listen on, and hangs.
+ray_constants.ENABLE_RAY_CLUSTER = False
+
+from hybench.orchestrator.sweep import expand, resolve  # noqa: E402
+from hybench.workers.job_spec import JobSpec  # noqa: E402
+from hybench.workers.store import ResultStore  # noqa: E402
+
+# The smallest jobs that still exercise every config: windows shorter than the prompts.
+TINY_ARGS = ["--models", "tiny-llama", "--configs", "full,sliding,hybrid", "--windows", "16",
+             "--input-lengths", "32,64", "--num-prompts", "2", "--output-len", "4",
+             "--num-warmup-iters", "0", "--num-benchmark-iters", "1", "--no-report", "--no-progress"]
+# Twelve jobs that each last long enough for a test to kill something while others are still queued.
+KILL_ARGS = [*TINY_ARGS, "--input-lengths", "32,64,128,256", "--output-len", "64"]
+TINY = {"model": ("tiny-llama",), "config": ("full", "sliding", "hybrid"), "window": (16,),
+        "input_len": (32, 64), "num_prompts": (2,), "output_len": (4,), "num_warmup_iters": (0,),
+        "num_benchmark_iters": (1,)}
+
+
+def tiny_specs(**overrides: tuple) -> list[JobSpec]:
+    return expand(resolve(TINY | overrides, None))
+
+
+def sweep_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return env | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hybench.orchestrator.cli", *args]
+
+
+def run_cli(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), capture_output=True, text=True, env=sweep_env(), timeout=timeout)
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """The CLI in its own process group, so the test can kill it with every Ray process it started."""
+    return subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=sweep_env(), start_new_session=True)
+
+
+def wait_for_done(results: str, count: int, proc: subprocess.Popen, timeout: float = 120) -> set[str]:
+    """Block until at least `count` jobs are complete in the store (fails if the sweep ends first)."""
+    store = ResultStore(results)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = store.completed_job_ids()
+        if len(done) >= count:
+            return done
+        assert proc.poll() is None, f"sweep ended before {count} jobs were done:\n{proc.stdout.read()}"
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} jobs done after {timeout} s")
+
+
+def table_rows(results: str, table: str) -> list[dict]:
+    store = ResultStore(results)
+    good, bad = store.valid_files(table)
+    assert not bad, f"unreadable {table} files: {bad}"
+    rows = []
+    for stored in good:
+        with store.fs.open_input_file(stored.path) as fh:
+            rows += pq.read_table(fh).to_pylist()
+    return rows
+
+
+def job_files(results: str, table: str) -> list[str]:
+    """Job ids of a table's files, one entry per file (so a duplicate shows)."""
+    return sorted(stored.job_id for stored in ResultStore(results).files(table))
+
+
+def deterministic(results: str) -> dict[str, tuple]:
+    """Per job: what does not depend on timing (status and the exact token counts of each request)."""
+    tokens: dict[str, list] = {}
+    for row in table_rows(results, "requests"):
+        tokens.setdefault(row["job_id"], []).append(
+            (row["iteration"], row["request_id"], row["prompt_tokens"], row["output_tokens"]))
+    return {row["job_id"]: (row["status"], row["config"], row["window"], row["input_len"],
+                            tuple(sorted(tokens.get(row["job_id"], []))))
+            for row in table_rows(results, "jobs")}

@@ -1,0 +1,135 @@
+"""The sweep spec without Ray: flags and sweep files -> jobs, and user mistakes as one line, exit 2."""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+import pytest
+
+from hybench.orchestrator.cli import build_parser, main
+from hybench.orchestrator.sweep import SETTINGS, expand, resolve
+from hybench.orchestrator.sweep_cli import submit_command
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _specs(argv: list[str]):
+    args = build_parser().parse_args(["sweep", *argv])
+    return expand(resolve({name: getattr(args, name) for name in SETTINGS}, args.sweep_file))
+
+
+def test_no_arguments_is_the_quick_tiny_sweep():
+    specs = _specs([])
+    assert len(specs) == 3 * 4
+    assert {s.model for s in specs} == {"tiny-llama"} and {s.window for s in specs} == {256}
+    assert {s.config for s in specs} == {"full", "sliding", "hybrid"}
+    assert sorted({s.input_len for s in specs}) == [256, 512, 1024, 2048]  # longer than the window
+    assert len({s.sweep_id for s in specs}) == 1 and specs[0].sweep_id.startswith("sweep-")
+    assert [s.job_id for s in specs] == [s.job_id for s in _specs([])]  # deterministic, so re-runs resume
+
+
+def test_lists_fan_out_and_full_runs_once_per_cell():
+    specs = _specs(["--configs", "full,sliding,hybrid", "--windows", "1024,2048", "--input-lengths", "512,4096",
+                    "--output-lens", "8,16", "--seed", "1,2"])
+    # sliding and hybrid: 2 windows each; full ignores the window: once, under the first one
+    assert len(specs) == (2 + 2 + 1) * 2 * 2 * 2
+    assert {s.window for s in specs if s.config == "full"} == {1024}
+    assert len({s.job_id for s in specs}) == len(specs)
+    assert len(_specs(["--input-lengths", "64,64,32"])) == 3 * 2  # a repeated value is one job
+
+
+def test_hf_peer_runs_the_full_config_only():
+    specs = _specs(["--engines", "hybrid,hf", "--input-lengths", "64"])
+    assert sorted((s.engine, s.config) for s in specs) == [
+        ("hf", "full"), ("hybrid", "full"), ("hybrid", "hybrid"), ("hybrid", "sliding")]
+
+
+def test_sweep_file_equals_flags_and_flags_override_it(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("models: tiny-llama\nconfigs: [sliding, hybrid]\nwindows: [16, 32]\n"
+                     "input_len: [64]\nnum-prompts: 3\noutput_len: 4\nenforce_eager: true\n"
+                     "max_model_len: null\nresults: elsewhere\nsweep_id: mine\n")
+    from_file = _specs([str(sweep)])
+    from_flags = _specs(["--models", "tiny-llama", "--configs", "sliding,hybrid", "--windows", "16,32",
+                         "--input-lengths", "64", "--num-prompts", "3", "--output-len", "4",
+                         "--enforce-eager", "true", "--sweep-id", "mine"])
+    assert from_file == from_flags and all(s.enforce_eager for s in from_file)
+    overridden = _specs([str(sweep), "--windows", "8", "--sweep-id", "other"])
+    assert {s.window for s in overridden} == {8} and {s.num_prompts for s in overridden} == {3}
+    assert {s.sweep_id for s in overridden} == {"other"}
+    args = build_parser().parse_args(["sweep", str(sweep)])
+    assert resolve({name: getattr(args, name) for name in SETTINGS}, str(sweep))["results"] == "elsewhere"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("models: [tiny-llama\n", "not valid YAML at line"),
+    ("- tiny-llama\n", "a sweep file maps field names"),
+    ("modles: tiny-llama\n", "unknown field 'modles'"),
+    ("windows: [16, abc]\n", "windows: "),
+    ("configs: banded\n", "configs: --config: banded not one of full, sliding, hybrid"),
+    ("windows: 0\n", "window must be at least 1, got 0"),
+    ("model: tiny-llama\nmodels: tiny-llama\n", "'models' sets model, which an earlier field already set"),
+    ("results: [a, b]\n", "results: takes one value"),
+    ("workers: 0\n", "workers must be at least 1"),
+    ("max_retries: lots\n", "max_retries: invalid value 'lots'"),
+])
+def test_bad_sweep_file_is_one_line_naming_the_field(tmp_path, monkeypatch, capsys, text, message):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert os.listdir(tmp_path) == ["sweep.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--windows", "-4"], "window must be at least 1, got -4"),
+    (["--input-lengths", "40000"], "exceeds the 32768 positions tiny-llama supports"),
+    (["--models", "no-such-model"], "unknown model 'no-such-model'"),
+    (["--gpus-per-worker", "-1"], "gpus_per_worker must be >= 0"),
+    (["missing.yaml"], "cannot read sweep file missing.yaml"),
+])
+def test_bad_values_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--configs", "full,banded"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "banded not one of full, sliding, hybrid" in err and err.count("\n") == 1
+
+
+def test_submit_wraps_ray_job_submit():
+    args = build_parser().parse_args(["submit", "--ray-address", "http://head:8265", "--",
+                                      "--models", "tiny-llama", "--results", "s3://bucket/r"])
+    assert submit_command(args) == ["ray", "job", "submit", "--working-dir", ".", "--address", "http://head:8265",
+                                    "--", "hybench", "sweep", "--address", "auto", "--models", "tiny-llama",
+                                    "--results", "s3://bucket/r"]
+
+
+def test_runner_script_is_the_seed_convention(tmp_path):
+    """scripts/run_hybrid_benchmark.sh [MODEL] [RESULTS_DIR] with INPUT_LENGTHS and NUM_PROMPTS from the
+    environment becomes a `hybench sweep` whose jobs are those of the original suite."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "hybench").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/args\n')
+    (fake / "hybench").chmod(0o755)
+    env = os.environ | {"PATH": f"{fake}:{os.environ['PATH']}", "INPUT_LENGTHS": "256,512", "NUM_PROMPTS": "20"}
+    script = os.path.join(REPO, "scripts", "run_hybrid_benchmark.sh")
+    subprocess.run([script, "meta-llama/Llama-3.2-3B", "./my_results", "--address", "auto"], env=env, check=True)
+    argv = (tmp_path / "args").read_text().splitlines()
+    assert argv[0] == "sweep", shlex.join(argv)
+    specs = _specs(argv[1:])
+    assert len(specs) == (1 + 2) * 2  # full once, sliding and hybrid at window 2048, two input lengths
+    assert {s.model for s in specs} == {"meta-llama/Llama-3.2-3B"} and {s.num_prompts for s in specs} == {20}
+    assert {(s.output_len, s.num_warmup_iters, s.num_benchmark_iters) for s in specs} == {(128, 3, 10)}
+    args = build_parser().parse_args(argv)
+    assert (args.results, args.address) == ("./my_results", "auto")
