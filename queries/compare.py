@@ -28,7 +28,8 @@ def compare_cells(a: pa.Table, b: pa.Table) -> tuple[pa.Table, dict]:
             FROM a FULL OUTER JOIN b ON {match}""")
         joined = con.sql(f"""
             SELECT * FROM joined
-            ORDER BY model, engine, "window", output_len, input_len, list_position([{configs}], config), config
+            ORDER BY model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit,
+                dataset_sha256, input_len, list_position([{configs}], config), config
         """).to_arrow_table()
         summary = con.sql("""
             SELECT count(*) FILTER (status_a IS NOT NULL AND status_b IS NOT NULL) AS matched,

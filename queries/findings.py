@@ -1,11 +1,12 @@
 """The report's findings in plain words, computed from the data the way the original suite's
 "Interpreting Results" reasons: what sliding and hybrid save against full, what they cost, and where
-hybrid costs more than sliding. Numbers come from SQL (config_ratios, cells); this only words them."""
+hybrid costs more than sliding; and what prefix caching buys each config where a store ran a cell both
+with and without it. Numbers come from SQL (config_ratios, cells, prefix_caching); this only words them."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hybench.queries.cells import by_variant, config_rank, variant_key, variant_title
+from hybench.queries.cells import by_variant, config_rank, variant_key, variant_title, varying
 from hybench.queries.formatting import cell_text
 
 
@@ -26,14 +27,55 @@ def _variant_findings(cells: list[dict], ratios: list[dict]) -> list[str]:
     return [b for b in bullets if b]
 
 
-def findings(cells: list[dict], ratios: list[dict]) -> list[str]:
-    """Markdown lines: bullets per variant, under the variant's name when there are several."""
+def findings(cells: list[dict], ratios: list[dict], caching: list[dict] = ()) -> list[str]:
+    """Markdown lines: bullets per variant, under the variant's name when there are several; then what
+    prefix caching buys, from the prefix_caching query's rows."""
     groups = by_variant(cells)
+    named = varying(groups)
     lines: list[str] = []
     for variant, variant_cells in groups.items():
         if len(groups) > 1:
-            lines += ([""] if lines else []) + [f"**{variant_title(variant)}**", ""]
+            lines += ([""] if lines else []) + [f"**{variant_title(variant, named)}**", ""]
         lines += [f"- {b}" for b in _variant_findings(variant_cells, [r for r in ratios if variant_key(r) == variant])]
+    caching_lines = _prefix_caching(caching)
+    if caching_lines:
+        lines += ([""] if lines else []) + caching_lines
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{cell_text(value)} ms"
+
+
+def _prefix_caching(rows: list[dict]) -> list[str]:
+    """'Prefix caching, with against without' and a bullet per config (and variant): TTFT P50 and P99
+    without -> with, the throughput ratio, hit rate and cache memory, by input length."""
+    paired = [r for r in rows if r["status_without"] is not None]
+    if not paired:
+        return []
+    groups = by_variant(paired)  # the rows carry no enable_prefix_caching: one group per other workload
+    named = varying(groups)
+    lines = ["**Prefix caching, with against without** (TTFT without -> with; throughput with / without; "
+             "hit rate: share of prompt tokens served from the cache; cache: memory its entries held at most):", ""]
+    for variant, variant_rows in groups.items():
+        where = f" ({variant_title(variant, named)})" if len(groups) > 1 else ""
+        for config in sorted({r["config"] for r in variant_rows}, key=config_rank):
+            parts = []
+            for r in sorted((r for r in variant_rows if r["config"] == config), key=lambda r: r["input_len"]):
+                if r["status"] != "ok" or r["status_without"] != "ok":
+                    parts.append(f"{r['input_len']}: with caching {r['status']}, without {r['status_without']}")
+                    continue
+                ratio = r["throughput_ratio"]
+                hit = r["prefix_cache_hit_rate"]
+                parts.append(
+                    f"{r['input_len']}: TTFT P50 {_ms(r['ttft_p50_ms_without'])} -> {_ms(r['ttft_p50_ms_with'])}"
+                    f" ({_times(r['ttft_p50_ratio']) if r['ttft_p50_ratio'] is not None else '-'}), "
+                    f"P99 {_ms(r['ttft_p99_ms_without'])} -> {_ms(r['ttft_p99_ms_with'])}"
+                    f" ({_times(r['ttft_p99_ratio']) if r['ttft_p99_ratio'] is not None else '-'}); "
+                    f"throughput {_times(ratio) if ratio is not None else '-'}; "
+                    f"hit rate {'-' if hit is None else f'{hit * 100:.0f}%'}; "
+                    f"cache {cell_text(r['prefix_cache_gib'])} GiB")
+            lines.append(f"- {config}{where}, by input length: " + "; ".join(parts) + ".")
     return lines
 
 

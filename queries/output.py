@@ -2,7 +2,8 @@
 
 Rows are streamed batch by batch from DuckDB, so a result as large as the store never sits in Python
 whole; the terminal table shows at most TABLE_MAX_ROWS rows. In a comparison every row gains a first
-column, `side` (A or B).
+column, `side` (A or B). The terminal table leaves out workload columns that hold their defaults in
+every row shown.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import IO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hybench.queries.cells import WORKLOAD, is_default
 from hybench.queries.errors import QueryError
 from hybench.queries.formatting import text_table
 from hybench.queries.store_views import duckdb_errors
@@ -65,6 +67,8 @@ def _write_table(columns: list[str], batches: Iterator[pa.RecordBatch], out: IO[
                   file=sys.stderr)
             break
         rows.append(row)
+    # The workload columns only where they vary or leave their defaults (a store of one workload reads as before).
+    columns = [c for c in columns if c not in WORKLOAD or not all(is_default(c, r.get(c)) for r in rows)]
     print(text_table(columns, rows), file=out)
 
 

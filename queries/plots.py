@@ -1,6 +1,7 @@
 """The report's figures, drawn from per-cell rows that SQL computed (matplotlib, Agg canvas, no pyplot).
 
-Every figure has a row of panels per variant (model, engine, window, output length); in a comparison,
+Every figure has a row of panels per variant (model, engine, window, output length, and workload:
+prefix caching on or off, request rate, concurrency limit, dataset); in a comparison,
 side A's row then side B's, one y axis per metric across both. Each config keeps its colour in every
 figure; a cell whose jobs all failed is marked with its status where its bar or point would be.
 Each figure returns the series it drew, so that tests check the data behind it, not only the file.
@@ -20,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from hybench.queries.cells import by_variant, config_rank, variant_title
+from hybench.queries.cells import by_variant, config_rank, variant_title, varying
 
 # Okabe-Ito colours: distinct for colour-blind readers and in greyscale print.
 CONFIG_COLORS = {"full": "#0072B2", "sliding": "#E69F00", "hybrid": "#009E73"}
@@ -134,6 +135,7 @@ def _figure(name: str, title: str, panels: list[Panel], sides: list[tuple[str, l
     """Rows: variant, then side, then panels wrapped at _MAX_COLUMNS; y shared across sides per panel."""
     groups = [(side, by_variant(side_cells)) for side, side_cells in sides]
     variants = sorted({v for _, side_groups in groups for v in side_groups}, key=lambda v: tuple(map(str, v)))
+    shown = varying(variants)
     chunks = [panels[i:i + _MAX_COLUMNS] for i in range(0, len(panels), _MAX_COLUMNS)] or [[]]
     ncols = max(len(chunks[0]), 1)
     nrows = max(len(variants), 1) * len(sides) * len(chunks)
@@ -156,7 +158,7 @@ def _figure(name: str, title: str, panels: list[Panel], sides: list[tuple[str, l
                     panel = chunk[col]
                     panel_title = f"{side}\n{panel.title}" if side else panel.title
                     if len(variants) > 1:
-                        panel_title += "\n" + variant_title(variant)
+                        panel_title += "\n" + variant_title(variant, shown)
                     ax.set_title(_wrap(panel_title, int(_TITLE_CHARS_PER_INCH * width / ncols)), fontsize=9)
                     ax.set_ylabel(panel.ylabel)
                     ax.set_xlabel(panel.xlabel)

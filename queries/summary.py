@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from hybench.queries import catalog
-from hybench.queries.cells import VARIANT, by_variant, variant_title
+from hybench.queries.cells import VARIANT, by_variant, variant_title, varying
 from hybench.queries.findings import comparison_findings, data_notes, findings
 from hybench.queries.formatting import cell_text, markdown_table
 
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from hybench.queries.report import SideResults
 
 # The per-cell tables, in the order the summary shows them.
-TABLE_QUERIES = ("throughput", "latency", "token_latency", "memory", "utilization", "efficiency", "status")
+TABLE_QUERIES = ("throughput", "latency", "token_latency", "prefix_caching", "memory", "utilization", "efficiency",
+                 "status")
 
 
 def render_summary(results: list[SideResults], figures: list[Drawn],
@@ -32,7 +33,8 @@ def render_summary(results: list[SideResults], figures: list[Drawn],
     for r in results:
         if len(results) > 1:
             lines += [f"### {r.side.label}", ""]
-        lines += findings(r.rows("cells"), r.rows("config_ratios")) or ["- No cell has results yet."]
+        lines += (findings(r.rows("cells"), r.rows("config_ratios"), r.rows("prefix_caching"))
+                  or ["- No cell has results yet."])
         lines += ["", "Notes on the data:", ""]
         lines += [f"- {note}" for note in data_notes(r.rows("cells"), r.rows("totals")[0], r.skipped)]
         lines.append("")
@@ -57,6 +59,8 @@ def render_summary(results: list[SideResults], figures: list[Drawn],
 
 
 def _section(name: str, results: list[SideResults]) -> list[str]:
+    if name == "prefix_caching" and not any(r.rows(name) for r in results):
+        return []  # no job ran with prefix caching
     lines = [f"## {name.replace('_', ' ').capitalize()}", "", catalog.description(name), ""]
     for r in results:
         lines += _by_variant(r.rows(name), r.tables[name].schema.names, r.side.label)
@@ -66,8 +70,10 @@ def _section(name: str, results: list[SideResults]) -> list[str]:
 def _by_variant(rows: list[dict], columns: list[str], side_label: str = "") -> list[str]:
     shown = [c for c in columns if c not in VARIANT]
     lines = []
-    for variant, variant_rows in by_variant(rows).items():
-        lines += [f"### {side_label + ' · ' if side_label else ''}{variant_title(variant)}", "",
+    groups = by_variant(rows)
+    named = varying(groups)
+    for variant, variant_rows in groups.items():
+        lines += [f"### {side_label + ' · ' if side_label else ''}{variant_title(variant, named)}", "",
                   markdown_table(shown, variant_rows), ""]
     return lines
 

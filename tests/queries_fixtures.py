@@ -2,6 +2,7 @@
 them (ResultStore.write + records.to_table), and the rows kept to compute the expected numbers."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +19,8 @@ OUTPUT_LEN = 6
 LENGTHS = (256, 1024, 4096)
 CONFIGS = ("full", "sliding", "hybrid")
 KV_GIB_PER_TOKEN = 2e-5  # per sequence
+WORKLOAD = ("enable_prefix_caching", "request_rate", "concurrency_limit", "dataset_sha256")
+DEFAULT_WORKLOAD = (False, math.inf, None, None)  # what a job without the workload columns ran
 
 
 @dataclass
@@ -34,12 +37,18 @@ class SyntheticStore:
     def write_job(self, config: str, input_len: int, *, status: str = "ok", rng: np.random.Generator,
                   sweep_id: str = "s1", num_prompts: int = 10, iterations: int = 2, speed: float = 1.0,
                   write_requests: bool = True, write_jobs: bool = True, extra_column: bool = False,
-                  truncate_requests: bool = False, model: str = MODEL, window: int = WINDOW) -> None:
-        job_id = f"{sweep_id}-{model.replace('/', '_')}-{config}-{window}-{input_len}-{status}"
+                  truncate_requests: bool = False, model: str = MODEL, window: int = WINDOW,
+                  workload: dict | None = None) -> None:
+        """`workload`: the jobs row's workload columns (WORKLOAD); left out, the row has none (an older
+        store), which reads as DEFAULT_WORKLOAD."""
+        workload = dict(workload or {})
+        suffix = "".join(f"-{k}={v}" for k, v in sorted(workload.items()))
+        job_id = f"{sweep_id}-{model.replace('/', '_')}-{config}-{window}-{input_len}-{status}{suffix}"
         key = dict(job_id=job_id, sweep_id=sweep_id, model=model, config=config, window=window, engine="hybrid",
                    input_len=input_len, output_len=OUTPUT_LEN)
         partition = {"model": model, "config": config, "input_len": input_len}
-        rows = [] if status == "oom" else _requests(key, rng, num_prompts, iterations, speed)
+        cached = bool(workload.get("enable_prefix_caching"))
+        rows = [] if status == "oom" else _requests(key, rng, num_prompts, iterations, speed, cached)
         if write_requests and rows:
             table = records.to_table("requests", rows)
             if extra_column:  # a column from a newer version of the project
@@ -52,18 +61,24 @@ class SyntheticStore:
             else:
                 self.requests += rows
         if write_jobs:
-            job = _job(key, config, input_len, status, rng, num_prompts, speed)
+            job = dict(_job(key, config, input_len, status, rng, num_prompts, speed), **workload)
+            if cached and status == "ok":
+                job.update(prefix_cache_hit_rate=float(rng.uniform(0.3, 0.7)),
+                           prefix_cache_hits=int(rng.integers(1, num_prompts)))
             self.store.write("jobs", partition, job_id, records.to_table("jobs", [job]))
             self.jobs.append(job)
 
 
-def _requests(key: dict, rng: np.random.Generator, num_prompts: int, iterations: int, speed: float) -> list[dict]:
+def _requests(key: dict, rng: np.random.Generator, num_prompts: int, iterations: int, speed: float,
+              cached: bool = False) -> list[dict]:
     rows = []
     base_ms = (20.0 + key["input_len"] / 50) * {"full": 1.3, "sliding": 1.0, "hybrid": 1.1}[key["config"]] / speed
+    ttft_scale = 0.4 if cached else 1.0  # a cached prefix is not prefilled again
     for iteration in range(iterations + 1):
         warmup = iteration == 0  # warmup rows are far slower: a query that kept them would show it
         for request_id in range(num_prompts):
-            ttft = float(rng.gamma(4.0, base_ms / 8)) * (50 if warmup else 1)
+            ttft = float(rng.gamma(4.0, base_ms / 8)) * (50 if warmup else 1) * ttft_scale
+            queue = ttft * float(rng.uniform(0.0, 0.5))
             itl = (rng.gamma(3.0, base_ms / 30, OUTPUT_LEN - 1) * (50 if warmup else 1)).tolist()
             e2e = ttft + float(sum(itl))
             arrival = 1_000_000 * (iteration * 1000 + request_id)
@@ -72,7 +87,7 @@ def _requests(key: dict, rng: np.random.Generator, num_prompts: int, iterations:
                              first_token_ns=arrival + int(ttft * 1e6), finish_ns=arrival + int(e2e * 1e6),
                              arrival_unix_s=1.7e9 + arrival / 1e9, ttft_ms=ttft, e2e_ms=e2e,
                              tpot_ms=(e2e - ttft) / (OUTPUT_LEN - 1), itl_ms=itl, itl_min_ms=min(itl),
-                             itl_mean_ms=sum(itl) / len(itl), itl_max_ms=max(itl)))
+                             itl_mean_ms=sum(itl) / len(itl), itl_max_ms=max(itl), queue_ms=queue))
     return rows
 
 
@@ -123,6 +138,30 @@ def add_edge_cases(synthetic: SyntheticStore, seed: int = 1) -> None:
     synthetic.write_job("hybrid", 8192, rng=rng, write_jobs=False)
 
 
+def add_workload_variants(synthetic: SyntheticStore, seed: int = 2) -> None:
+    """Jobs that differ from the store's others only in their workload: every config at 256 and 1024
+    with prefix caching (the jobs without it are the store's own, whose rows lack the workload columns);
+    full and hybrid at 1024 at 4 requests/s with and without caching; and a cached job with a
+    concurrency limit and a dataset, which has no uncached twin."""
+    rng = np.random.default_rng(seed)
+    for config in CONFIGS:
+        for input_len in (256, 1024):
+            synthetic.write_job(config, input_len, rng=rng, workload=dict(enable_prefix_caching=True))
+    for config in ("full", "hybrid"):
+        for cached in (False, True):
+            synthetic.write_job(config, 1024, rng=rng, workload=dict(enable_prefix_caching=cached, request_rate=4.0))
+    synthetic.write_job("sliding", 256, rng=rng, workload=dict(
+        enable_prefix_caching=True, request_rate=8.0, concurrency_limit=4, dataset_sha256="ab" * 32))
+
+
+def workload_of(job: dict | None) -> tuple:
+    """A jobs row's workload as the cells query reads it (no row: an interrupted job, the defaults)."""
+    if job is None:
+        return DEFAULT_WORKLOAD
+    caching, rate = job.get("enable_prefix_caching"), job.get("request_rate")
+    return (bool(caching), math.inf if rate is None else rate, job.get("concurrency_limit"), job.get("dataset_sha256"))
+
+
 def _mean(values: list) -> float | None:
     kept = [v for v in values if v is not None]
     return float(np.mean(kept)) if kept else None
@@ -135,25 +174,36 @@ def _percentiles(values: list, prefix: str) -> dict:
     return {f"{prefix}_p{q}_ms": float(np.percentile(kept, q)) for q in (50, 90, 99)}
 
 
-def expected_cells(synthetic: SyntheticStore, window: int = WINDOW) -> dict[tuple[str, int], dict]:
-    """What the cells query must return for one window, keyed by (config, input_len), computed with
-    numpy from the rows the store holds: per-request percentiles (linear), throughput over the jobs'
-    elapsed time."""
-    all_jobs = [j for j in synthetic.jobs if j["window"] == window]
-    all_requests = [r for r in synthetic.requests if r["window"] == window]
-    jobs_by_id = {j["job_id"]: j for j in all_jobs}
-    ok_ids = {j["job_id"] for j in all_jobs if j["status"] == "ok"}
-    keys = {(j["config"], j["input_len"]) for j in all_jobs} | {(r["config"], r["input_len"]) for r in all_requests}
+def expected_cells(synthetic: SyntheticStore, window: int = WINDOW,
+                   workload: tuple = DEFAULT_WORKLOAD) -> dict[tuple[str, int], dict]:
+    """What the cells query must return for one window and workload, keyed by (config, input_len)."""
+    return {(config, n): cell for (w, wl, config, n), cell in expected_all_cells(synthetic).items()
+            if w == window and wl == workload}
+
+
+def expected_all_cells(synthetic: SyntheticStore) -> dict[tuple, dict]:
+    """What the cells query must return, keyed by (window, workload tuple, config, input_len), computed
+    with numpy from the rows the store holds: per-request percentiles (linear), throughput over the jobs'
+    elapsed time; a request's workload is its job's (the requests table does not carry it)."""
+    jobs_by_id = {j["job_id"]: j for j in synthetic.jobs}
+
+    def cell_key(row: dict) -> tuple:
+        return (row["window"], workload_of(jobs_by_id.get(row["job_id"])), row["config"], row["input_len"])
+
+    ok_ids = {j["job_id"] for j in synthetic.jobs if j["status"] == "ok"}
+    keys = {cell_key(j) for j in synthetic.jobs} | {cell_key(r) for r in synthetic.requests}
     cells = {}
     for key in keys:
-        jobs = [j for j in all_jobs if (j["config"], j["input_len"]) == key]
-        requests = [r for r in all_requests if (r["config"], r["input_len"]) == key]
+        jobs = [j for j in synthetic.jobs if cell_key(j) == key]
+        requests = [r for r in synthetic.requests if cell_key(r) == key]
         incomplete = {r["job_id"] for r in requests} - set(jobs_by_id)
         measured = [r for r in requests if not r["warmup"] and r["job_id"] in ok_ids]
         elapsed = sum(j["elapsed_s"] for j in jobs if j["job_id"] in {r["job_id"] for r in measured}) or None
         tokens = sum(r["prompt_tokens"] + r["output_tokens"] for r in measured)
         ok_jobs = [j for j in jobs if j["status"] == "ok"]
+        queue = _percentiles([r.get("queue_ms") for r in measured], "queue")
         cell = dict(
+            window=key[0], **dict(zip(WORKLOAD, key[1])),
             jobs=len(jobs) + len(incomplete), ok=len(ok_jobs), oom=sum(j["status"] == "oom" for j in jobs),
             error=sum(j["status"] == "error" for j in jobs), incomplete=len(incomplete), requests=len(measured),
             elapsed_s=elapsed,
@@ -167,10 +217,11 @@ def expected_cells(synthetic: SyntheticStore, window: int = WINDOW) -> dict[tupl
             **_percentiles([r["ttft_ms"] for r in measured], "ttft"),
             **_percentiles([r["tpot_ms"] for r in measured], "tpot"),
             **_percentiles([v for r in measured for v in r["itl_ms"]], "itl"),
+            queue_p50_ms=queue["queue_p50_ms"], queue_p99_ms=queue["queue_p99_ms"],
         )
         for name in ("model_gib", "ssm_param_gib", "kv_pool_gib", "kv_used_gib", "ssm_state_gib", "activation_peak_gib",
                      "graph_pool_gib", "prefix_cache_gib", "peak_torch_gib", "nvml_used_gib", "decode_mbu", "prefill_mfu", "decode_bw_gbs",
-                     "prefill_tflops", "peak_bw_gbs", "peak_tflops"):
+                     "prefill_tflops", "peak_bw_gbs", "peak_tflops", "prefix_cache_hit_rate", "prefix_cache_hits"):
             cell[name] = _mean([j.get(name) for j in ok_jobs])
         for name in ("max_concurrency", "kv_capacity_tokens"):
             cell[name] = min((j[name] for j in ok_jobs if j.get(name) is not None), default=None)
@@ -180,3 +231,27 @@ def expected_cells(synthetic: SyntheticStore, window: int = WINDOW) -> dict[tupl
         cell["tok_s_per_gib"] = cell["throughput_tok_s"] / needed if needed and cell["throughput_tok_s"] else None
         cells[key] = cell
     return cells
+
+
+def expected_prefix_caching(synthetic: SyntheticStore) -> dict[tuple, dict]:
+    """What the prefix_caching query must return, keyed as expected_all_cells less caching: each cell run
+    with caching, beside the same cell without (None where there is none)."""
+    cells = expected_all_cells(synthetic)
+    out = {}
+    for (window, workload, config, n), c in cells.items():
+        if not workload[0]:
+            continue
+        b = cells.get((window, (False, *workload[1:]), config, n)) or {}
+
+        def ratio(column: str) -> float | None:
+            return c[column] / b[column] if c[column] is not None and b.get(column) else None
+
+        out[(window, workload[1:], config, n)] = dict(
+            window=window, **dict(zip(WORKLOAD[1:], workload[1:])), has_without=bool(b),
+            **{f"{m}_with": c[m] for m in ("ttft_mean_ms", "ttft_p50_ms", "ttft_p99_ms", "throughput_tok_s")},
+            **{f"{m}_without": b.get(m) for m in ("ttft_mean_ms", "ttft_p50_ms", "ttft_p99_ms", "throughput_tok_s")},
+            ttft_p50_ratio=ratio("ttft_p50_ms"), ttft_p99_ratio=ratio("ttft_p99_ms"),
+            throughput_ratio=ratio("throughput_tok_s"),
+            prefix_cache_hit_rate=c["prefix_cache_hit_rate"], prefix_cache_hits=c["prefix_cache_hits"],
+            prefix_cache_gib=c["prefix_cache_gib"])
+    return out

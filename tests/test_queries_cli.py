@@ -11,7 +11,7 @@ import pytest
 
 from hybench.orchestrator.cli import main
 from hybench.queries import catalog
-from queries_fixtures import add_edge_cases, build_store, expected_cells
+from queries_fixtures import add_edge_cases, add_workload_variants, build_store, expected_cells
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,17 @@ def test_table_output_is_aligned(synthetic, capsys):
     assert len(lines) == 2 + len(expected_cells(synthetic))
     starts = {line.index("incomplete") for line in lines if "incomplete" in line}
     assert len(starts) >= 1 and all(len(line) <= len(lines[1]) for line in lines)
+
+
+def test_table_output_shows_the_workload_where_it_varies(tmp_path, capsys):
+    store = build_store(str(tmp_path / "store"))
+    add_workload_variants(store)
+    assert main(["query", "--results-dir", store.root, "--name", "status"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header[:10] == ["model", "engine", "window", "output_len", "enable_prefix_caching", "request_rate",
+                           "concurrency_limit", "dataset_sha256", "input_len", "config"]
+    assert main(["query", "--results-dir", store.root, "--name", "status", "--where", "input_len > 1024"]) == 0
+    assert "enable_prefix_caching" not in capsys.readouterr().out  # only default workloads there
 
 
 def test_long_table_output_is_cut_with_a_note(synthetic, capsys):

@@ -16,7 +16,8 @@ from hybench.queries.report import collect, write_report
 from hybench.queries.store_views import Selection, sides
 from hybench.workers.records import REQUESTS_SCHEMA, to_table
 from hybench.workers.store import ResultStore
-from queries_fixtures import CONFIGS, LENGTHS, add_edge_cases, build_store, expected_cells
+from queries_fixtures import (CONFIGS, LENGTHS, add_edge_cases, add_workload_variants, build_store, expected_cells,
+                              expected_prefix_caching)
 
 FIGURES = ("memory_comparison", "throughput_comparison", "latency_percentiles", "latency_vs_input_length",
            "memory_efficiency")
@@ -196,6 +197,43 @@ def test_full_run_under_one_window_is_the_baseline_of_every_window(tmp_path):
     assert len(full_series) == 2 and {"window 256" in s.panel for s in full_series} == {True, False}
     for s in full_series:
         _assert_values(s.y, [full[("full", n)]["throughput_tok_s"] for n in s.x])
+
+
+def test_report_splits_and_words_prefix_caching(tmp_path):
+    synthetic = build_store(str(tmp_path / "store"))
+    add_workload_variants(synthetic)
+    out = tmp_path / "out"
+    summary = open(write_report(synthetic.root, str(out)), encoding="utf-8").read()
+    findings = summary.split("## Findings", 1)[1].split("## Figures", 1)[0]
+    assert "**Prefix caching, with against without**" in findings
+    offline = expected_prefix_caching(synthetic)[(512, (float("inf"), None, None), "sliding", 1024)]
+    line = next(l for l in findings.splitlines() if l.startswith("- sliding") and "1024: TTFT P50" in l)
+    assert (f"1024: TTFT P50 {offline['ttft_p50_ms_without']:.2f} ms -> {offline['ttft_p50_ms_with']:.2f} ms "
+            f"({offline['ttft_p50_ratio']:.2f}x)") in line
+    assert f"throughput {offline['throughput_ratio']:.2f}x; hit rate {offline['prefix_cache_hit_rate'] * 100:.0f}%" in line
+    assert "4 req/s" in findings  # the second request rate is worded apart
+    assert "## Prefix caching" in summary and "ttft_p50_ms_without" in summary
+    # Tables and figures split on the workload: caching on and off are headed apart, not averaged.
+    assert "### org/tiny-model · window 512 · output 6 tokens · engine hybrid · prefix caching on · offline" in summary
+    assert "### org/tiny-model · window 512 · output 6 tokens · engine hybrid · prefix caching off · offline" in summary
+    assert "max concurrency 4 · dataset abababababab" in summary
+    results = collect(sides(Selection(synthetic.root))[0])
+    drawn = draw_report_figures([("", results.rows("cells"))], str(out), "png")
+    latency = next(f for f in drawn if f.name == "latency_vs_input_length")
+    cached = [s for s in latency.series if s.config == "full" and s.column == "ttft_p50_ms"
+              and "prefix caching on · offline" in s.panel]
+    uncached = [s for s in latency.series if s.config == "full" and s.column == "ttft_p50_ms"
+                and "prefix caching off · offline" in s.panel]
+    assert len(cached) == len(uncached) == 1
+    assert cached[0].x == (256, 1024) and set(LENGTHS) <= set(uncached[0].x)
+    for s, workload in ((cached[0], (True, float("inf"), None, None)), (uncached[0], (False, float("inf"), None, None))):
+        want = expected_cells(synthetic, workload=workload)
+        _assert_values(s.y, [want[("full", n)]["ttft_p50_ms"] if ("full", n) in want else None for n in s.x])
+
+
+def test_report_of_a_store_without_caching_has_no_caching_section(synthetic, tmp_path):
+    summary = open(write_report(synthetic.root, str(tmp_path / "out")), encoding="utf-8").read()
+    assert "Prefix caching" not in summary and "prefix caching" not in summary
 
 
 def _large_store(root: str, total_requests: int) -> None:

@@ -12,11 +12,14 @@ from hybench.queries.errors import QueryError
 from hybench.queries.store_views import Selection, open_views
 from hybench.workers.records import JOBS_SCHEMA
 from hybench.workers.store import ResultStore
-from queries_fixtures import MODEL, add_edge_cases, build_store, expected_cells
+from queries_fixtures import (MODEL, WORKLOAD, add_edge_cases, add_workload_variants, build_store, expected_all_cells,
+                              expected_cells, expected_prefix_caching)
 
 # Columns no oracle value checks: keys, and text that is checked apart.
 _UNCHECKED = {"model", "engine", "window", "output_len", "input_len", "config", "status", "sweeps",
               "attn_backend", "ssm_backend"}
+_WORKLOAD_DEFAULTS = {"enable_prefix_caching": False, "request_rate": math.inf, "concurrency_limit": None,
+                      "dataset_sha256": None}
 _PROJECTIONS = ("cells", "throughput", "latency", "token_latency", "memory", "utilization", "efficiency", "status")
 
 
@@ -33,14 +36,27 @@ def views(synthetic):
         yield views
 
 
+@pytest.fixture(scope="module")
+def workloads(tmp_path_factory):
+    """The store with jobs that differ only in their workload: with and without caching, two rates."""
+    synthetic = build_store(str(tmp_path_factory.mktemp("workloads")))
+    add_edge_cases(synthetic)
+    add_workload_variants(synthetic)
+    with open_views(Selection(synthetic.root), materialize_cells=True) as views:
+        yield synthetic, views
+
+
 def _close(got, want) -> bool:
     if got is None or want is None:
         return got is None and want is None
+    if isinstance(want, (bool, str)) or isinstance(got, (bool, str)):
+        return got == want
     return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_every_query_is_covered_by_a_test():
-    assert set(catalog.names()) == set(_PROJECTIONS) | {"config_ratios", "totals", "failures", "environment"}
+    assert set(catalog.names()) == set(_PROJECTIONS) | {"config_ratios", "totals", "failures", "environment",
+                                                          "prefix_caching"}
 
 
 @pytest.mark.parametrize("name", _PROJECTIONS)
@@ -50,11 +66,74 @@ def test_per_cell_queries_match_numpy(views, synthetic, name):
     assert {(r["config"], r["input_len"]) for r in rows} == set(expected)
     for row in rows:
         assert row["model"] == MODEL and row["window"] == 512
+        assert all(row[c] == v for c, v in _WORKLOAD_DEFAULTS.items())  # a store without the columns
         want = expected[(row["config"], row["input_len"])]
         unchecked = set(row) - set(want) - _UNCHECKED
         assert not unchecked, f"{name} returns columns no test checks: {unchecked}"
         for column in set(row) & set(want):
             assert _close(row[column], want[column]), (name, row["config"], row["input_len"], column)
+
+
+def _workload(row: dict) -> tuple:
+    return tuple(row[c] for c in WORKLOAD)
+
+
+@pytest.mark.parametrize("name", _PROJECTIONS)
+def test_workload_columns_are_cell_dimensions(workloads, name):
+    """Jobs that differ only in caching, request rate, concurrency limit or dataset are cells of their own."""
+    synthetic, views = workloads
+    expected = expected_all_cells(synthetic)
+    rows = views.table(catalog.load(name)).to_pylist()
+    keys = [(r["window"], _workload(r), r["config"], r["input_len"]) for r in rows]
+    assert sorted(keys, key=str) == sorted(expected, key=str)  # each once
+    assert {k[1][:2] for k in keys} >= {(False, math.inf), (True, math.inf), (False, 4.0), (True, 4.0)}
+    for row, key in zip(rows, keys):
+        want = expected[key]
+        unchecked = set(row) - set(want) - _UNCHECKED
+        assert not unchecked, f"{name} returns columns no test checks: {unchecked}"
+        for column in set(row) & set(want):
+            assert _close(row[column], want[column]), (name, key, column, row[column], want[column])
+
+
+def test_prefix_caching_query_matches_numpy(workloads):
+    synthetic, views = workloads
+    expected = expected_prefix_caching(synthetic)
+    rows = views.table(catalog.load("prefix_caching")).to_pylist()
+    keys = [(r["window"], _workload({**r, "enable_prefix_caching": True})[1:], r["config"], r["input_len"]) for r in rows]
+    assert sorted(keys, key=str) == sorted(expected, key=str)
+    assert sum(want["has_without"] for want in expected.values()) == 8  # 6 offline and 2 at 4 requests/s
+    for row, key in zip(rows, keys):
+        want = dict(expected[key])
+        assert (row["status_without"] is not None) == want.pop("has_without")
+        unchecked = set(row) - set(want) - _UNCHECKED - {"status_without"}
+        assert not unchecked, f"prefix_caching returns columns no test checks: {unchecked}"
+        for column in set(row) & set(want):
+            assert _close(row[column], want[column]), (key, column, row[column], want[column])
+        if want["ttft_p50_ratio"] is not None:
+            assert want["ttft_p50_ratio"] < 1  # the synthetic cache cuts TTFT
+
+
+def test_config_ratios_pair_within_a_workload(workloads):
+    synthetic, views = workloads
+    cells = expected_all_cells(synthetic)
+    rows = views.table(catalog.load("config_ratios")).to_pylist()
+    pairs = {("sliding", "full"), ("hybrid", "full"), ("hybrid", "sliding")}
+    expected_keys = {(w, wl, c, b, n) for c, b in pairs for (w, wl, config, n) in cells
+                     if config == c and (w, wl, b, n) in cells}
+    assert sorted(((r["window"], _workload(r), r["config"], r["baseline"], r["input_len"]) for r in rows), key=str) \
+        == sorted(expected_keys, key=str)
+    for r in rows:
+        mine = cells[(r["window"], _workload(r), r["config"], r["input_len"])]
+        base = cells[(r["window"], _workload(r), r["baseline"], r["input_len"])]
+        want = None if mine["throughput_tok_s"] is None or not base["throughput_tok_s"] else \
+            mine["throughput_tok_s"] / base["throughput_tok_s"]
+        assert _close(r["throughput_ratio"], want)
+
+
+def test_failures_show_the_workload(workloads):
+    _, views = workloads
+    rows = views.table(catalog.load("failures")).to_pylist()
+    assert rows and all(_workload(r) == (False, math.inf, None, None) for r in rows)
 
 
 def test_percentiles_are_over_requests_and_leave_warmup_out(views, synthetic):

@@ -1,21 +1,33 @@
--- Every metric of each cell (model, engine, window, output length, config, input length) over the measured requests of its ok jobs; the other queries select from it.
+-- Every metric of each cell (model, engine, window, output length, workload: prefix caching, request rate, concurrency limit, dataset; config, input length) over the measured requests of its ok jobs; the other queries select from it.
 WITH
-measured AS (  -- warmup left out; requests of jobs that did not end ok are left out too (their jobs are counted)
-    SELECT *
-    FROM requests
-    WHERE NOT coalesce(warmup, false)
-      AND job_id IN (SELECT job_id FROM jobs WHERE status = 'ok')
-),
-job_rows AS (  -- every job, plus jobs that wrote requests but never their jobs row (interrupted)
-    SELECT *, job_id IN (SELECT job_id FROM measured) AS has_requests
+workload_jobs AS (  -- the workload columns define a job too; a store older than them reads as caching off, offline
+    SELECT * REPLACE (coalesce(enable_prefix_caching, false) AS enable_prefix_caching,
+                      coalesce(request_rate, 'inf'::DOUBLE) AS request_rate)
     FROM jobs
+),
+ok_jobs AS (  -- the requests table does not carry the workload: it comes from the job's row
+    SELECT job_id, any_value(enable_prefix_caching) AS enable_prefix_caching, any_value(request_rate) AS request_rate,
+        any_value(concurrency_limit) AS concurrency_limit, any_value(dataset_sha256) AS dataset_sha256
+    FROM workload_jobs
+    WHERE status = 'ok'
+    GROUP BY job_id
+),
+measured AS (  -- warmup left out; requests of jobs that did not end ok are left out too (their jobs are counted)
+    SELECT requests.*, ok_jobs.* EXCLUDE (job_id)
+    FROM requests JOIN ok_jobs USING (job_id)
+    WHERE NOT coalesce(warmup, false)
+),
+job_rows AS (  -- every job, plus jobs that wrote requests but never their jobs row (interrupted; workload unknown, so the defaults)
+    SELECT *, job_id IN (SELECT job_id FROM measured) AS has_requests
+    FROM workload_jobs
     UNION ALL BY NAME
-    SELECT DISTINCT job_id, sweep_id, model, engine, "window", output_len, config, input_len, 'incomplete' AS status
+    SELECT DISTINCT job_id, sweep_id, model, engine, "window", output_len, false AS enable_prefix_caching,
+        'inf'::DOUBLE AS request_rate, config, input_len, 'incomplete' AS status
     FROM requests
     WHERE job_id NOT IN (SELECT job_id FROM jobs)
 ),
 job_cells AS (
-    SELECT model, engine, "window", output_len, config, input_len,
+    SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
         count(*) AS jobs,
         count(*) FILTER (status = 'ok') AS ok,
         count(*) FILTER (status = 'oom') AS oom,
@@ -33,6 +45,8 @@ job_cells AS (
         avg(activation_peak_gib) FILTER (status = 'ok') AS activation_peak_gib,
         avg(graph_pool_gib) FILTER (status = 'ok') AS graph_pool_gib,
         avg(prefix_cache_gib) FILTER (status = 'ok') AS prefix_cache_gib,
+        avg(prefix_cache_hit_rate) FILTER (status = 'ok') AS prefix_cache_hit_rate,
+        avg(prefix_cache_hits) FILTER (status = 'ok') AS prefix_cache_hits,
         min(max_concurrency) FILTER (status = 'ok') AS max_concurrency,
         min(kv_capacity_tokens) FILTER (status = 'ok') AS kv_capacity_tokens,
         avg(decode_mbu) FILTER (status = 'ok') AS decode_mbu,
@@ -47,7 +61,7 @@ job_cells AS (
     GROUP BY ALL
 ),
 request_cells AS (
-    SELECT model, engine, "window", output_len, config, input_len,
+    SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
         count(*) AS requests,
         sum(prompt_tokens + output_tokens) AS tokens,
         sum(output_tokens) AS generated_tokens,
@@ -62,21 +76,23 @@ request_cells AS (
         avg(tpot_ms) AS tpot_mean_ms,
         quantile_cont(tpot_ms, 0.50) AS tpot_p50_ms,
         quantile_cont(tpot_ms, 0.90) AS tpot_p90_ms,
-        quantile_cont(tpot_ms, 0.99) AS tpot_p99_ms
+        quantile_cont(tpot_ms, 0.99) AS tpot_p99_ms,
+        quantile_cont(queue_ms, 0.50) AS queue_p50_ms,  -- engine-side wait before the first prefill
+        quantile_cont(queue_ms, 0.99) AS queue_p99_ms
     FROM measured
     GROUP BY ALL
 ),
 token_cells AS (  -- inter-token latencies: every gap of every measured request
-    SELECT model, engine, "window", output_len, config, input_len,
+    SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
         quantile_cont(itl, 0.50) AS itl_p50_ms,
         quantile_cont(itl, 0.90) AS itl_p90_ms,
         quantile_cont(itl, 0.99) AS itl_p99_ms
-    FROM (SELECT model, engine, "window", output_len, config, input_len, unnest(itl_ms) AS itl FROM measured)
+    FROM (SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len, unnest(itl_ms) AS itl FROM measured)
     GROUP BY ALL
 ),
 totals AS (  -- one row per cell; grouping, unlike a join, keeps cells whose key holds a NULL
-    SELECT model, engine, "window", output_len, config, input_len,
-        max(COLUMNS(* EXCLUDE (model, engine, "window", output_len, config, input_len)))
+    SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
+        max(COLUMNS(* EXCLUDE (model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len)))
     FROM (FROM job_cells UNION ALL BY NAME FROM request_cells UNION ALL BY NAME FROM token_cells)
     GROUP BY ALL
 )

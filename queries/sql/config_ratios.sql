@@ -1,6 +1,8 @@
--- Sliding and hybrid against full, and hybrid against sliding, at each input length: ratios of KV memory (SSM state included), sequences that fit, throughput, latency and throughput per GiB.
+-- Sliding and hybrid against full, and hybrid against sliding, at each input length and workload: ratios of KV memory (SSM state included), sequences that fit, throughput, latency and throughput per GiB.
 WITH pairs (config, baseline) AS (VALUES ('sliding', 'full'), ('hybrid', 'full'), ('hybrid', 'sliding'))
-SELECT c.model, c.engine, c."window", c.output_len, c.input_len, p.config, p.baseline,
+SELECT c.model, c.engine, c."window", c.output_len,
+    c.enable_prefix_caching, c.request_rate, c.concurrency_limit, c.dataset_sha256,
+    c.input_len, p.config, p.baseline,
     c.status, b.status AS baseline_status,
     c.kv_used_gib + coalesce(c.ssm_state_gib, 0) AS kv_state_gib,
     b.kv_used_gib + coalesce(b.ssm_state_gib, 0) AS baseline_kv_state_gib,
@@ -14,9 +16,16 @@ FROM pairs p
 JOIN cells c ON c.config = p.config
 JOIN cells b ON b.config = p.baseline AND b.model = c.model AND b.engine = c.engine
     AND b.output_len = c.output_len AND b.input_len = c.input_len
+    -- The same workload: caching and rate are never null in cells; no limit and no dataset are.
+    AND b.enable_prefix_caching = c.enable_prefix_caching AND b.request_rate = c.request_rate
+    AND b.concurrency_limit IS NOT DISTINCT FROM c.concurrency_limit
+    AND b.dataset_sha256 IS NOT DISTINCT FROM c.dataset_sha256
     -- Full attention ignores the window, so a sweep runs it under one window: it is the baseline of
     -- every window (the same window's full run first, where there is one).
     AND (b."window" = c."window" OR p.baseline = 'full')
-QUALIFY row_number() OVER (PARTITION BY p.config, p.baseline, c.model, c.engine, c."window", c.output_len, c.input_len
+QUALIFY row_number() OVER (PARTITION BY p.config, p.baseline, c.model, c.engine, c."window", c.output_len,
+                                        c.enable_prefix_caching, c.request_rate, c.concurrency_limit, c.dataset_sha256,
+                                        c.input_len
                            ORDER BY b."window" <> c."window", b."window") = 1
-ORDER BY c.model, c.engine, c."window", c.output_len, p.config, p.baseline, c.input_len
+ORDER BY c.model, c.engine, c."window", c.output_len, c.enable_prefix_caching, c.request_rate, c.concurrency_limit,
+    c.dataset_sha256, p.config, p.baseline, c.input_len
