@@ -16,7 +16,12 @@ class KVPoolTooSmall(EngineConfigError):
 class KVPlan:
     budget_bytes: int  # memory the pool may take
     row_bytes: int  # one sequence at full length
-    num_rows: int  # sequences that run at once
+    num_rows: int  # sequences that run at once: the fit, capped by max_num_seqs
+
+    @property
+    def fit(self) -> int:
+        """Sequences the budget holds, whatever max_num_seqs allows: what the configs compare on."""
+        return self.budget_bytes // self.row_bytes
 
     @property
     def pool_bytes(self) -> int:

@@ -256,6 +256,9 @@ def _bars(ax: Axes, cells: list[dict], colors: dict[str, str], columns: tuple[st
             drawn.append((config, _FAILED, [c["input_len"] for _, c in failed], [c["status"] for _, c in failed]))
     ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], rotation=45 if len(lengths) > 6 else 0)
     ax.set_xlim(-0.5, len(lengths) - 0.5)
+    if not any(v is not None for *_, values in drawn for v in values):  # e.g. GPU memory on a CPU run
+        ax.text(0.5, 0.5, "not measured on this device", ha="center", va="center", transform=ax.transAxes,
+                color="0.4")
     _scale(ax, totals)
     return drawn
 

@@ -52,3 +52,11 @@ def test_pool_that_cannot_hold_one_sequence_is_an_oom():
     cfg = EngineConfig(model=TINY, attention="full", max_model_len=100, kv_cache_gib=1e-9)
     with pytest.raises(KVPoolTooSmall, match="cannot hold one full sequence"):
         plan_kv_pool(cfg, SequenceMemory.of(cfg))
+
+
+def test_fit_is_what_memory_allows_and_rows_are_capped_by_max_num_seqs():
+    cfg = EngineConfig(model=TINY, attention="sliding", window=24, max_model_len=100, max_num_seqs=3,
+                       kv_cache_gib=0.01)
+    memory = SequenceMemory.of(cfg)
+    plan = plan_kv_pool(cfg, memory)
+    assert plan.fit == int(0.01 * GIB) // memory.sequence_bytes(24) > 3 and plan.num_rows == 3

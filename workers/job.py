@@ -211,7 +211,7 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
         "kv_pool_gib": engine.plan.pool_bytes / GIB,
         "kv_used_gib": engine.rows.peak_kv_bytes / GIB,
         "ssm_state_gib": peak_rows * m.state_bytes() / GIB,
-        "max_concurrency": engine.plan.num_rows,
+        "max_concurrency": engine.plan.fit,
         "peak_running": peak_rows,
         "kv_capacity_tokens": config.kv_capacity,
         "decode_bw_gbs": decode_bw or None,

@@ -64,7 +64,7 @@ JOBS_SCHEMA = pa.schema(
         ("ssm_state_gib", pa.float64()),
         ("peak_torch_gib", pa.float64()),
         ("nvml_used_gib", pa.float64()),
-        ("max_concurrency", pa.int64()),  # sequences the KV pool can hold at once
+        ("max_concurrency", pa.int64()),  # sequences the KV budget holds at once (before --max-num-seqs caps them)
         ("decode_mbu", pa.float64()),
         ("prefill_mfu", pa.float64()),
         ("attn_backend", pa.string()),
