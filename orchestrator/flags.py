@@ -147,12 +147,15 @@ def _list_parser(flag: Flag) -> Callable[[str], tuple]:
     return parse
 
 
-def _scalar_parser(flag: Flag) -> Callable[[str], Any]:
+def scalar_type(parse_value: Callable[[str], Any], label: str = "") -> Callable[[str], Any]:
+    """An argparse type: `parse_value`, with its ValueError turned into argparse's one-line error."""
+    prefix = f"{label}: " if label else ""
+
     def parse(text: str) -> Any:
         try:
-            return flag.parse(text)
+            return parse_value(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag.flag}: invalid value {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{prefix}invalid value {text!r}") from None
     return parse
 
 
@@ -166,7 +169,7 @@ def add_bench_flags(parser: argparse.ArgumentParser, required: tuple[str, ...] =
         parser.add_argument(
             flag.flag,
             dest=flag.spec_field,
-            type=_list_parser(flag) if is_list else _scalar_parser(flag),
+            type=_list_parser(flag) if is_list else scalar_type(flag.parse, flag.flag),
             default=flag.default,
             required=flag.spec_field in required,
             choices=None if is_list else (flag.choices or None),

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import yaml
 
-from hybench.orchestrator.flags import FLAGS, add_sweep_flags
+from hybench.orchestrator.flags import FLAGS, add_sweep_flags, scalar_type
 from hybench.workers.job_spec import JobSpec
 
 # The no-argument sweep: the tiny preset, every config, a window shorter than the longer inputs
@@ -79,18 +79,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     """Every bench flag as a list (flags.py, with the sweep's defaults) and the run options."""
     add_sweep_flags(parser, SWEEP_DEFAULTS)
     for option in RUN_OPTIONS:
-        parser.add_argument(option.flag, dest=option.name, type=_scalar(option), default=option.default,
+        parser.add_argument(option.flag, dest=option.name, type=scalar_type(option.parse), default=option.default,
                             metavar=option.metavar,
                             help=option.help + ("" if option.default is None else f" (default: {option.default})"))
-
-
-def _scalar(option: RunOption) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            return option.parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}") from None
-    return parse
 
 
 def _field_parser() -> argparse.ArgumentParser:

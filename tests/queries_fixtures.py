@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
+import pytest
 import pyarrow as pa
 
 from hybench.workers import records
@@ -255,3 +256,11 @@ def expected_prefix_caching(synthetic: SyntheticStore) -> dict[tuple, dict]:
             prefix_cache_hit_rate=c["prefix_cache_hit_rate"], prefix_cache_hits=c["prefix_cache_hits"],
             prefix_cache_gib=c["prefix_cache_gib"])
     return out
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """The synthetic store with its edge cases, once per test module that imports this fixture."""
+    store = build_store(str(tmp_path_factory.mktemp("store")))
+    add_edge_cases(store)
+    return store

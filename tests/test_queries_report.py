@@ -17,17 +17,10 @@ from hybench.queries.store_views import Selection, sides
 from hybench.workers.records import REQUESTS_SCHEMA, to_table
 from hybench.workers.store import ResultStore
 from queries_fixtures import (CONFIGS, LENGTHS, add_edge_cases, add_workload_variants, build_store, expected_cells,
-                              expected_prefix_caching)
+                              expected_prefix_caching, synthetic)  # noqa: F401 - synthetic is a fixture
 
 FIGURES = ("memory_comparison", "throughput_comparison", "latency_percentiles", "latency_vs_input_length",
            "memory_efficiency")
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    synthetic = build_store(str(tmp_path_factory.mktemp("store")))
-    add_edge_cases(synthetic)
-    return synthetic
 
 
 @pytest.fixture(scope="module")

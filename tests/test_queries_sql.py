@@ -13,7 +13,7 @@ from hybench.queries.store_views import Selection, open_views
 from hybench.workers.records import JOBS_SCHEMA
 from hybench.workers.store import ResultStore
 from queries_fixtures import (MODEL, WORKLOAD, add_edge_cases, add_workload_variants, build_store, expected_all_cells,
-                              expected_cells, expected_prefix_caching)
+                              expected_cells, expected_prefix_caching, synthetic)  # noqa: F401 - synthetic is a fixture
 
 # Columns no oracle value checks: keys, and text that is checked apart.
 _UNCHECKED = {"model", "engine", "window", "output_len", "input_len", "config", "status", "sweeps",
@@ -21,13 +21,6 @@ _UNCHECKED = {"model", "engine", "window", "output_len", "input_len", "config", 
 _WORKLOAD_DEFAULTS = {"enable_prefix_caching": False, "request_rate": math.inf, "concurrency_limit": None,
                       "dataset_sha256": None}
 _PROJECTIONS = ("cells", "throughput", "latency", "token_latency", "memory", "utilization", "efficiency", "status")
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    synthetic = build_store(str(tmp_path_factory.mktemp("store")))
-    add_edge_cases(synthetic)
-    return synthetic
 
 
 @pytest.fixture(scope="module")
