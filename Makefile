@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # available locally; on a GPU machine pip's default torch wheel is the CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test clean
+.PHONY: install demo test soak clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The long chaos and fuzzing runs (minutes), with the figures they print.
+soak: install
+	$(BIN)/python -m pytest -q -s -m soak
 
 clean:
 	rm -rf $(VENV) results

@@ -19,7 +19,9 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise EngineConfigError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise EngineConfigError(f"unknown device {device!r} (use cpu, cuda or cuda:N)")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise EngineConfigError(f"device {device!r} asked for, but no CUDA GPU is available")
     return resolved

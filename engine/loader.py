@@ -33,6 +33,9 @@ class ResolvedModel:
 def resolve_model(model: str, load_format: str = "auto") -> ResolvedModel:
     """Find a model's config and (unless dummy) its safetensors files."""
     if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise CheckpointError(f"model folder {model} has no config.json (a checkpoint folder holds config.json "
+                                  "and safetensors weights)")
         config = ModelConfig.from_file(os.path.join(model, "config.json"), model)
         return ResolvedModel(config, () if load_format == "dummy" else safetensors_files(model))
     preset = preset_config(model)
@@ -149,33 +152,82 @@ def _target(model: LlamaForCausalLM, name: str) -> tuple[str, slice | None]:
     return name, None
 
 
+class _Coverage:
+    """Where each checkpoint tensor goes in our model (checked), and how much of every parameter the
+    checkpoint has covered so far."""
+
+    def __init__(self, model: LlamaForCausalLM) -> None:
+        self.model = model
+        self.params = dict(model.named_parameters(remove_duplicate=False))
+        self.covered = {name: 0 for name in dict(model.named_parameters())}
+
+    def destination(self, path: str, name: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+        """The parameter (or its rows) the tensor `name` of file `path` fills; None: not loaded."""
+        if name.endswith(IGNORED_SUFFIXES):
+            return None
+        if name == "lm_head.weight" and self.model.config.tie_word_embeddings:
+            return None
+        target, rows = _target(self.model, name)
+        if target not in self.params:
+            raise CheckpointError(f"{path}: tensor {name!r} does not belong to a {self.model.config.architecture}")
+        param = self.params[target]
+        dest = param if rows is None else param[rows]
+        if tuple(shape) != tuple(dest.shape):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has shape {tuple(shape)}, the config implies {tuple(dest.shape)}")
+        self.covered[target] += dest.numel()
+        return dest
+
+    def check_complete(self, folder: str) -> None:
+        missing = [name for name, count in self.covered.items() if count != self.params[name].numel()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise CheckpointError(f"checkpoint {folder} lacks weights for {shown}")
+
+
+_checked: set[str] = set()  # checkpoints whose headers passed check_weights, by config and file stats
+
+
+def check_weights(resolved: ResolvedModel) -> None:
+    """Check a checkpoint against its config from the safetensors headers alone (no tensor data is
+    read): every file opens whole (a truncated one does not), every tensor belongs to the model with
+    the shape the config implies, and every parameter is covered. A problem is a CheckpointError
+    naming the file, raised before any job runs or writes anything."""
+    files = resolved.weight_files
+    if not files:
+        return
+    try:
+        key = repr((resolved.config, [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    if key in _checked:
+        return
+    with _default_dtype(torch.float32), torch.device("meta"):
+        model = LlamaForCausalLM(resolved.config, 1)
+    if resolved.config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    coverage = _Coverage(model)
+    for path in files:
+        try:
+            with safe_open(path, framework="pt", device="cpu") as fh:
+                for name in fh.keys():
+                    coverage.destination(path, name, tuple(fh.get_slice(name).get_shape()))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"cannot read {path} (truncated or not safetensors?): {exc}") from None
+    coverage.check_complete(os.path.dirname(files[0]))
+    _checked.add(key)
+
+
 @torch.no_grad()
 def load_safetensors(model: LlamaForCausalLM, files: tuple[str, ...]) -> None:
-    params = dict(model.named_parameters(remove_duplicate=False))
-    covered = {name: 0 for name in dict(model.named_parameters())}
+    coverage = _Coverage(model)
     for path in files:
         try:
             with safe_open(path, framework="pt", device=str(model.lm_head.weight.device)) as fh:
                 for name in fh.keys():
-                    if name.endswith(IGNORED_SUFFIXES):
-                        continue
-                    if name == "lm_head.weight" and model.config.tie_word_embeddings:
-                        continue
-                    target, rows = _target(model, name)
-                    if target not in params:
-                        raise CheckpointError(f"{path}: tensor {name!r} does not belong to a {model.config.architecture}")
-                    param = params[target]
-                    dest = param if rows is None else param[rows]
-                    tensor = fh.get_tensor(name)
-                    if tuple(tensor.shape) != tuple(dest.shape):
-                        raise CheckpointError(
-                            f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, the config implies "
-                            f"{tuple(dest.shape)}")
-                    dest.copy_(tensor)
-                    covered[target] += dest.numel()
+                    dest = coverage.destination(path, name, tuple(fh.get_slice(name).get_shape()))
+                    if dest is not None:
+                        dest.copy_(fh.get_tensor(name))
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"cannot read {path} (truncated or not safetensors?): {exc}") from None
-    missing = [name for name, count in covered.items() if count != params[name].numel()]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise CheckpointError(f"checkpoint {os.path.dirname(files[0])} lacks weights for {shown}")
+    coverage.check_complete(os.path.dirname(files[0]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,11 @@ SUPPORTED_ARCHITECTURES = {
     "Qwen2ForCausalLM": True,
 }
 SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
+# (field, config.json key) of the sizes that must be positive integers.
+_POSITIVE_INTS = (("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"),
+                  ("intermediate_size", "intermediate_size"), ("num_layers", "num_hidden_layers"),
+                  ("num_heads", "num_attention_heads"), ("num_kv_heads", "num_key_value_heads"),
+                  ("head_dim", "head_dim"), ("max_position_embeddings", "max_position_embeddings"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,16 @@ class ModelConfig:
     rope_scaling: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for field_name, key in _POSITIVE_INTS:
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise EngineConfigError(f"{self.name}: config.json: {key} must be a positive integer, got {value!r}")
+        if not 0 < self.rope_theta < math.inf:
+            raise EngineConfigError(
+                f"{self.name}: config.json: rope_theta must be a positive number, got {self.rope_theta}")
+        if not 0 <= self.rms_norm_eps < math.inf:
+            raise EngineConfigError(
+                f"{self.name}: config.json: rms_norm_eps must be a number >= 0, got {self.rms_norm_eps}")
         if self.num_heads % self.num_kv_heads:
             raise EngineConfigError(
                 f"{self.name}: num_attention_heads ({self.num_heads}) is not a multiple of "
@@ -62,6 +78,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], name: str) -> "ModelConfig":
         archs = raw.get("architectures") or [f"{str(raw.get('model_type', '?')).capitalize()}ForCausalLM"]
+        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise CheckpointError(f"{name}: config.json: architectures must be a list of names, got {archs!r}")
         arch = archs[0]
         if arch not in SUPPORTED_ARCHITECTURES:
             raise EngineConfigError(
@@ -93,12 +111,14 @@ class ModelConfig:
                 tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
                 qkv_bias=attention_bias if bias is None else bias,
                 o_bias=attention_bias if bias is None else False,
-                torch_dtype=raw.get("torch_dtype") or raw.get("dtype"),
+                torch_dtype=_optional_str(raw.get("torch_dtype") or raw.get("dtype"), "torch_dtype"),
                 rope_scaling=rope,
             )
         except KeyError as exc:
             raise CheckpointError(f"{name}: config.json has no {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
+        except EngineConfigError:
+            raise
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
             raise CheckpointError(f"{name}: config.json has a malformed value: {exc}") from None
 
     @classmethod
@@ -113,6 +133,12 @@ class ModelConfig:
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path} is not a JSON object")
         return cls.from_dict(raw, name)
+
+
+def _optional_str(value: Any, key: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key} must be a string, got {value!r}")
+    return value
 
 
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")

@@ -73,9 +73,11 @@ def format_table(rows: list[dict]) -> str:
         if r["status"] != "ok":
             lines.append(f"{name:<18} {r['input_len']:>9} {r['status'].upper():>14}  {r['error'].splitlines()[0]}")
             continue
+        kv_used = r.get("kv_used_gib")  # none for --engine hf: it has no KV pool of ours
+        kv = f"{kv_used * 1024:>7.2f} MiB" if kv_used is not None else f"{'-':>11}"
         lines.append(
             f"{name:<18} {r['input_len']:>9} {r['throughput_tok_s']:>10.1f} tok/s {r['output_tok_s']:>6.1f} tok/s "
-            f"{r['latency_mean_ms']:>9.1f} ms {r['latency_p99_ms']:>9.1f} ms {r['kv_used_gib'] * 1024:>7.2f} MiB  ok")
+            f"{r['latency_mean_ms']:>9.1f} ms {r['latency_p99_ms']:>9.1f} ms {kv}  ok")
     return "\n".join(lines)
 
 

@@ -14,11 +14,25 @@ from hybench.workers.job_spec import project_version
 EXIT_USAGE = 2
 
 
+def one_line(text: str) -> str:
+    """A message that echoes user input, kept to one line: control characters (a newline or carriage
+    return in a flag value, say) are written as escapes."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (the full usage is one `--help` away)."""
 
     def error(self, message: str) -> None:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{one_line(f'{self.prog}: error: {message}')} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        # argparse drops a value of "--" given as --flag=--, leaving the flag set to an empty list.
+        for action in self._actions:
+            if action.option_strings and action.nargs is None and getattr(namespace, action.dest, None) == []:
+                self.error(f"argument {'/'.join(action.option_strings)}: expected one argument")
+        return namespace, extras
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except user_errors() as exc:
-        print(f"hybench {args.command}: error: {exc}", file=sys.stderr)
+        print(one_line(f"hybench {args.command}: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"hybench {args.command}: interrupted; completed jobs are kept, re-run to resume",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ from hybench.workers.actor import RemoteJobWorker
 from hybench.workers.job import job_key, prepare
 from hybench.workers.job_spec import JobSpec, project_version
 from hybench.workers.records import to_table
-from hybench.workers.store import ResultStore
+from hybench.workers.store import ResultStore, StoreError
 
 POLL_S = 1.0  # how often the loop wakes without news: progress, timeouts, Ctrl-C
 WAIT_HINT_S = 60.0  # when to say that no worker has come up yet
@@ -49,14 +50,14 @@ class DriverOptions:
         problems = []
         if self.workers is not None and self.workers < 1:
             problems.append(f"workers must be at least 1, got {self.workers}")
-        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
-            problems.append(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+        if self.gpus_per_worker is not None and not 0 <= self.gpus_per_worker < math.inf:  # also rejects NaN
+            problems.append(f"gpus_per_worker must be >= 0 and finite, got {self.gpus_per_worker}")
         if self.cpus_per_worker is not None and self.cpus_per_worker < 1:
             problems.append(f"cpus_per_worker must be at least 1, got {self.cpus_per_worker}")
         if self.max_retries < 0:
             problems.append(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.job_timeout is not None and self.job_timeout <= 0:
-            problems.append(f"job_timeout must be positive, got {self.job_timeout}")
+        if self.job_timeout is not None and not 0 < self.job_timeout < math.inf:
+            problems.append(f"job_timeout must be a positive number of seconds, got {self.job_timeout}")
         if problems:
             raise SweepError("; ".join(problems))
 
@@ -72,6 +73,7 @@ class SweepSummary:
 def run_sweep(specs: list[JobSpec], options: DriverOptions) -> SweepSummary:
     """Run every job of `specs` whose ok result is not in the store yet."""
     store = ResultStore(options.results)
+    store.remove_stale_temps()  # left by writers killed mid-write in an earlier run
     done = store.completed_job_ids()
     todo = [spec for spec in specs if spec.job_id not in done]
     summary = SweepSummary(jobs=len(specs), skipped=len(specs) - len(todo))
@@ -231,6 +233,8 @@ class _Loop:
             row = ray.get(ref)
         except RayTaskError as exc:  # raised before the job could record itself: retrying cannot help
             cause = exc.cause or exc
+            if isinstance(cause, StoreError):  # the store is full or unwritable: so is it for every job
+                raise StoreError(str(cause)) from None
             row = self._record_failure(run.spec, f"{type(cause).__name__}: {_first_line(cause)}")
         except RayError as exc:  # the actor was lost: crash, node gone, memory monitor, our timeout
             self._await_start(run.actor)
@@ -255,8 +259,7 @@ class _Loop:
         now = dt.datetime.now(dt.timezone.utc)
         row = job_key(spec) | {"status": "error", "error": error, "started_at": now, "finished_at": now,
                                 "project_version": project_version()}
-        self.store.write("requests", spec.partition(), spec.job_id, to_table("requests", []))
-        self.store.write("jobs", spec.partition(), spec.job_id, to_table("jobs", [row]))
+        self.store.write_result(spec.partition(), spec.job_id, to_table("requests", []), to_table("jobs", [row]))
         return row
 
     def _wait_s(self) -> float:

@@ -3,11 +3,14 @@
 Views `requests` and `jobs` read the store's readable Parquet files in place (explicit file lists, so a
 truncated file is skipped and named instead of failing every query), narrowed by a Selection; `cells`
 holds every metric per cell (sql/cells.sql). The connection may read those files and nothing else, and
-may write no file, so a query can neither change the store nor reach past it.
+may write no file (DuckDB's spill folder, which it may always write, is a private temporary one), so a
+query can neither change the store nor reach past it.
 """
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -128,6 +131,7 @@ class StoreViews:
     con: duckdb.DuckDBPyConnection
     selection: Selection
     skipped: tuple[str, ...]  # unreadable files left out, spelled as the user spells the store
+    spill_dir: str | None = None  # DuckDB's private temporary folder, removed on close
 
     def relation(self, sql: str) -> duckdb.DuckDBPyRelation:
         with duckdb_errors():
@@ -147,6 +151,8 @@ class StoreViews:
 
     def close(self) -> None:
         self.con.close()
+        if self.spill_dir is not None:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
 
     def __enter__(self) -> StoreViews:
         return self
@@ -163,20 +169,28 @@ def open_views(selection: Selection, materialize_cells: bool = False) -> StoreVi
     paths = {table: [f.path for f in good] for table, (good, _) in found.items()}
     if not any(paths.values()):
         raise QueryError(_no_results(store, skipped))
-    con = duckdb.connect()
-    if not store.is_local:
-        _serve_remote(con, store.fs)
-        paths = {table: [f"{_REMOTE_PROTOCOL}://{p}" for p in table_paths] for table, table_paths in paths.items()}
-    with duckdb_errors():
-        con.execute("SET allowed_paths = $paths", {"paths": [p for table_paths in paths.values() for p in table_paths]})
-        con.execute("SET enable_progress_bar = false")  # it would draw over the query's output
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-    for table in TABLES:
-        _create_view(con, table, paths[table], selection)
-    with duckdb_errors():
-        con.execute(f"CREATE {'TEMP TABLE' if materialize_cells else 'VIEW'} cells AS {catalog.load('cells')}")
-    return StoreViews(con, selection, skipped)
+    # DuckDB may always write to its temporary folder, by default ./.tmp: make that a private one.
+    views = StoreViews(duckdb.connect(), selection, skipped, tempfile.mkdtemp(prefix="hybench-duckdb-"))
+    con = views.con
+    try:
+        if not store.is_local:
+            _serve_remote(con, store.fs)
+            paths = {table: [f"{_REMOTE_PROTOCOL}://{p}" for p in table_paths] for table, table_paths in paths.items()}
+        with duckdb_errors():
+            con.execute(f"SET temp_directory = {quote(views.spill_dir)}")
+            con.execute("SET allowed_paths = $paths",
+                        {"paths": [p for table_paths in paths.values() for p in table_paths]})
+            con.execute("SET enable_progress_bar = false")  # it would draw over the query's output
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        for table in TABLES:
+            _create_view(con, table, paths[table], selection)
+        with duckdb_errors():
+            con.execute(f"CREATE {'TEMP TABLE' if materialize_cells else 'VIEW'} cells AS {catalog.load('cells')}")
+    except BaseException:
+        views.close()
+        raise
+    return views
 
 
 def _create_view(con: duckdb.DuckDBPyConnection, table: str, paths: list[str], selection: Selection) -> None:

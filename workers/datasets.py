@@ -37,6 +37,7 @@ _PARQUET_SCHEMA = pa.schema([
     ("text", pa.string()),
 ])
 _HEADER_KEYS = ("pattern", "seed", "vocab_size", "vocab_source")
+_MAX_VOCAB = 2**63 - 1
 
 
 class DatasetError(ValueError):
@@ -172,7 +173,10 @@ def _read_parquet(path: str) -> tuple[dict, list]:
     missing = [name for name in _PARQUET_SCHEMA.names if name not in table.schema.names]
     if missing:
         raise ValueError(f"not a {FORMAT} file: no column {', '.join(missing)}")
-    return json.loads(raw), table.select(_PARQUET_SCHEMA.names).to_pylist()
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError(f"not a {FORMAT} file: its hybench metadata is not a JSON object")
+    return header, table.select(_PARQUET_SCHEMA.names).to_pylist()
 
 
 def _build(header: dict, records: list) -> Dataset:
@@ -186,8 +190,8 @@ def _build(header: dict, records: list) -> Dataset:
     if header["pattern"] not in PATTERNS:
         raise ValueError(f"pattern must be one of {', '.join(PATTERNS)}, got {header['pattern']!r}")
     vocab_size = header["vocab_size"]
-    if not _is_int(vocab_size) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+    if not _is_int(vocab_size) or not 1 <= vocab_size <= _MAX_VOCAB:  # ids are stored as int64
+        raise ValueError(f"vocab_size must be an integer in 1..{_MAX_VOCAB}, got {vocab_size!r}")
     if not _is_int(header["seed"]):
         raise ValueError(f"seed must be an integer, got {header['seed']!r}")
     if not records:

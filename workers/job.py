@@ -10,6 +10,7 @@ next job.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import socket
 import time
 import traceback
@@ -32,6 +33,7 @@ from hybench.engine import (
     resolve_model,
 )
 from hybench.engine.llama import LlamaForCausalLM
+from hybench.engine.loader import check_weights
 from hybench.engine.memory import GIB
 from hybench.workers import device_info
 from hybench.workers.arrivals import OFFLINE, arrival_offsets_ns, run_schedule
@@ -58,6 +60,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     """Check everything a user can get wrong before any work is done; raises EngineConfigError, or
     DatasetError for a --dataset that cannot serve the job."""
     resolved = resolve_model(spec.model, spec.load_format)
+    check_weights(resolved)  # a truncated or mismatched checkpoint stops here, before anything is written
     config = resolved.config
     device = resolve_device(spec.device)
     needed = spec.input_len + spec.output_len
@@ -99,13 +102,21 @@ class ModelCache:
         s = job.spec
         key = (s.model, s.load_format, s.seed, str(job.device), str(job.dtype))
         if key != self._key:
-            self._model = None
+            self.clear()  # a load that fails half way must not leave the old key beside no model
             if job.device.type == "cuda":
                 torch.cuda.empty_cache()
             self._model = build_model(job.resolved, job.device, job.dtype,
                                       job.resolved.config.max_position_embeddings, s.seed)
             self._key = key
         return self._model
+
+    def release_cache(self) -> None:
+        """Drop the views of a KV pool that the model's layers still hold after a job failed before its
+        engine released them (an OOM, an error), so that the pool is freed now, not when the next
+        job's engine replaces them."""
+        if self._model is not None:
+            for attn in self._model.attention_layers:
+                attn.cache = None
 
 
 def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None, progress: bool = True) -> dict:
@@ -114,22 +125,26 @@ def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None,
     started = dt.datetime.now(dt.timezone.utc)
     request_rows: list[dict] = []
     row = job_key(spec) | {"status": "ok", "error": None, "started_at": started}
+    models = models if models is not None else ModelCache()
     try:
-        row |= _execute(job, models or ModelCache(), request_rows, progress)
+        row |= _execute(job, models, request_rows, progress)
     except (KVPoolTooSmall, torch.OutOfMemoryError) as exc:
         row |= {"status": "oom", "error": f"{type(exc).__name__}: {exc}"}
     except Exception as exc:  # noqa: BLE001 - a failed job is a result row; the worker lives on
         row |= {"status": "error", "error": "".join(traceback.format_exception_only(exc)).strip()
                 + "\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])}
-    finally:
-        if job.device.type == "cuda":
-            torch.cuda.empty_cache()
     if row["status"] != "ok":
         request_rows = []
+        # What the failed job held (KV pool, activations) goes back before the next job sizes its pool
+        # from free memory: the layers still point into the pool, and the engine may sit in a cycle.
+        models.release_cache()
+        gc.collect()
+    if job.device.type == "cuda":
+        torch.cuda.empty_cache()
     row |= _environment(job) | {"finished_at": dt.datetime.now(dt.timezone.utc)}
     key = job_key(spec)
-    store.write("requests", spec.partition(), spec.job_id, to_table("requests", [key | r for r in request_rows]))
-    store.write("jobs", spec.partition(), spec.job_id, to_table("jobs", [row]))
+    store.write_result(spec.partition(), spec.job_id, to_table("requests", [key | r for r in request_rows]),
+                       to_table("jobs", [row]))
     return row
 
 

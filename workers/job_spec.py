@@ -16,6 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from hybench.workers.datasets import DatasetRef
 
 ATTENTION_CONFIGS = ("full", "sliding", "hybrid")
+INT64_MAX = 2**63 - 1
+MAX_SCHEDULE_S = 1e7  # about 4 months; far longer would overflow the nanosecond timestamps
 ENGINES = ("hybrid", "hf")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
@@ -26,6 +28,10 @@ def project_version() -> str:
         return version("hybench")
     except PackageNotFoundError:  # running from a source tree that was never installed
         return "0+unknown"
+
+
+_INT_FIELDS = ("window", "input_len", "output_len", "num_prompts", "seed", "num_warmup_iters", "num_benchmark_iters",
+               "max_model_len", "max_num_seqs", "max_num_batched_tokens", "concurrency_limit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +90,27 @@ class JobSpec:
             problems.append(f"num_warmup_iters must be >= 0, got {self.num_warmup_iters}")
         if self.max_model_len is not None and self.max_model_len < 1:
             problems.append(f"max_model_len must be at least 1, got {self.max_model_len}")
+        if self.seed < 0:
+            problems.append(f"seed must be >= 0, got {self.seed}")
+        for name in _INT_FIELDS:  # every result row stores them as int64
+            value = getattr(self, name)
+            if value is not None and value > INT64_MAX:
+                problems.append(f"{name} must be at most {INT64_MAX}, got {value}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             problems.append(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.kv_cache_gib is not None and self.kv_cache_gib <= 0:
-            problems.append(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
-        if self.temperature < 0:
-            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if self.kv_cache_gib is not None and not 0 < self.kv_cache_gib < math.inf:  # also rejects NaN
+            problems.append(f"kv_cache_gib must be a positive number, got {self.kv_cache_gib}")
+        if not 0 <= self.temperature < math.inf:
+            problems.append(f"temperature must be a number >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
         if not self.request_rate > 0:  # also rejects NaN
             problems.append(f"request_rate must be a positive number of requests/s (inf = offline), "
                             f"got {self.request_rate}")
+        elif self.num_prompts / self.request_rate > MAX_SCHEDULE_S:
+            problems.append(f"request_rate {self.request_rate:g} spreads {self.num_prompts} requests over about "
+                            f"{self.num_prompts / self.request_rate:.3g} s, more than the {MAX_SCHEDULE_S:g} s a "
+                            f"schedule may span")
         if self.concurrency_limit is not None and self.concurrency_limit < 1:
             problems.append(f"concurrency_limit (--max-concurrency) must be at least 1, got {self.concurrency_limit}")
         if problems:

@@ -6,11 +6,23 @@ node of a cluster writes to one place. A local write goes to a hidden temporary 
 ``*.parquet`` glob), is fsynced, then renamed; on an object store the final key is put whole (a PUT
 is atomic) and then a ``<job_id>._SUCCESS`` marker, without which readers ignore the file.
 The ``jobs`` file is written last, so a ``jobs`` row that reads back means the job is complete.
+
+One attempt at a job writes both files with `write_result`, which tags them with one attempt id (Parquet
+key-value metadata) and, on a local store, holds a lock on the job's partition folder while it writes,
+so two attempts that run at once (two drivers on one store, a retry beside a worker given up for lost)
+never leave the requests of one beside the jobs row of the other. A reader counts a job complete only
+when both files carry the same attempt. A writer that dies mid-write leaves a hidden temporary file
+that names its host and pid; the next write of that file, and `remove_stale_temps`, delete it.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import posixpath
+import re
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -19,8 +31,34 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+try:
+    import fcntl
+except ImportError:  # Windows: no partition locks; attempt ids still expose interleaved writes
+    fcntl = None
+
 TABLES = ("requests", "jobs")
 SUCCESS_SUFFIX = "._SUCCESS"
+ATTEMPT_KEY = b"hybench.attempt"  # Parquet key-value metadata: the attempt that wrote the file
+STALE_TEMP_S = 24 * 3600  # a temporary file this old, or of a dead writer on this host, is garbage
+
+
+@functools.cache
+def _host_tag() -> str:
+    """This host, with its pid namespace where there is one, so that two containers of one host name
+    never judge each other's pids."""
+    try:
+        namespace = f"-{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}{namespace}"
+
+
+def _writer_tag() -> str:
+    """Who writes a temporary file: its pid and host."""
+    return f"{os.getpid()}@{_host_tag()}"
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<final>[^/]+\.parquet)\.[0-9a-f]{32}(?:\.(?P<pid>\d+)@(?P<host>.+))?\.tmp$")
 
 
 class StoreError(Exception):
@@ -32,11 +70,14 @@ class StoredFile:
     table: str
     job_id: str
     path: str
+    attempt: str | None = None  # set by valid_files: the attempt that wrote it (None: an older file)
 
 
 class ResultStore:
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        if "\x00" in uri:
+            raise StoreError(f"cannot open results store {uri!r}: a path cannot hold a NUL character")
         try:
             if "://" in uri:
                 self.fs, root = pafs.FileSystem.from_uri(uri)
@@ -59,8 +100,39 @@ class ResultStore:
         return path if self.is_local else f"{self.uri.split('://')[0]}://{path}"
 
     # -- writing ---------------------------------------------------------------------------
+    def write_result(self, partition: dict, job_id: str, requests: pa.Table, jobs: pa.Table) -> str:
+        """Write one attempt at a job: its requests, then its jobs row (the commit), both tagged with a
+        new attempt id, while no other attempt at a job of the partition writes. Returns the attempt."""
+        attempt = uuid.uuid4().hex
+        with self._partition_lock(partition):
+            for table, data in (("requests", requests), ("jobs", jobs)):
+                metadata = (data.schema.metadata or {}) | {ATTEMPT_KEY: attempt.encode()}
+                self.write(table, partition, job_id, data.replace_schema_metadata(metadata))
+        return attempt
+
+    @contextlib.contextmanager
+    def _partition_lock(self, partition: dict):
+        """An exclusive lock on the job's folder of the jobs table, on a local store (flock: released
+        when the holder dies; where the file system cannot lock, attempt ids still catch a mix)."""
+        if not self.is_local or fcntl is None:
+            yield
+            return
+        folder = os.path.dirname(self.job_path("jobs", partition, "lock"))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError as exc:
+            raise StoreError(f"cannot write {folder}: {exc}") from None
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def write(self, table: str, partition: dict, job_id: str, data: pa.Table) -> str:
-        """Write one job's table atomically; replaces an earlier attempt at the same job."""
+        """Write one job's table atomically; replaces an earlier attempt at the same job. Prefer
+        write_result, which writes both tables of an attempt so that readers can pair them."""
         path = self.job_path(table, partition, job_id)
         try:
             if self.is_local:
@@ -74,7 +146,9 @@ class ResultStore:
     def _write_local(self, path: str, data: pa.Table) -> None:
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        self._remove_stale_temps_in(folder, os.path.basename(path))
+        # Hidden (outside the *.parquet glob and every listing here); names its writer, see _is_stale.
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.{_writer_tag()}.tmp")
         try:
             with open(tmp, "wb") as fh:
                 pq.write_table(data, fh)
@@ -98,6 +172,36 @@ class ResultStore:
         with self.fs.open_output_stream(marker) as out:
             out.write(b"")
 
+    # -- temporary files of writers that died ----------------------------------------------
+    def remove_stale_temps(self) -> int:
+        """Delete the temporary files of writers that died mid-write (killed workers, a killed driver,
+        a lost node); returns how many. Readers never see them; this keeps the store clean."""
+        if not self.is_local:
+            return 0  # object stores put whole objects: no temporary files
+        removed = 0
+        for table in TABLES:
+            for folder, _, names in os.walk(self.table_root(table)):
+                removed += self._remove_stale_temps_in(folder)
+        return removed
+
+    def _remove_stale_temps_in(self, folder: str, final: str | None = None) -> int:
+        """Stale temporary files in one folder (only those of `final` when given)."""
+        removed = 0
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return 0
+        for name in names:
+            match = _TEMP_NAME.match(name)
+            if match is None or (final is not None and match["final"] != final):
+                continue
+            path = os.path.join(folder, name)
+            if _is_stale(path, match):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    removed += 1
+        return removed
+
     # -- reading ---------------------------------------------------------------------------
     def files(self, table: str) -> list[StoredFile]:
         """Every complete-looking file of a table (not yet checked for corruption)."""
@@ -117,32 +221,58 @@ class ResultStore:
             out.append(StoredFile(table, base[: -len(".parquet")], path))
         return out
 
-    def is_readable(self, path: str) -> bool:
-        """True when the file's Parquet footer reads back (a truncated file's does not)."""
+    def _footer(self, path: str) -> pq.FileMetaData | None:
+        """The file's Parquet footer, or None when it does not read back (a truncated file's does not)."""
         try:
             with self.fs.open_input_file(path) as fh:
-                pq.read_metadata(fh)
-            return True
+                return pq.read_metadata(fh)
         except (OSError, pa.ArrowInvalid):
-            return False
+            return None
+
+    def is_readable(self, path: str) -> bool:
+        return self._footer(path) is not None
 
     def valid_files(self, table: str) -> tuple[list[StoredFile], list[StoredFile]]:
         """(readable, unreadable) files of a table; readers use the first and report the second."""
         good, bad = [], []
         for stored in self.files(table):
-            (good if self.is_readable(stored.path) else bad).append(stored)
+            footer = self._footer(stored.path)
+            if footer is None:
+                bad.append(stored)
+                continue
+            attempt = (footer.metadata or {}).get(ATTEMPT_KEY)
+            good.append(StoredFile(stored.table, stored.job_id, stored.path, attempt and attempt.decode()))
         return good, bad
 
     def completed_job_ids(self, statuses: tuple[str, ...] = ("ok",)) -> set[str]:
-        """Ids of jobs whose jobs row reads back with one of `statuses` and whose requests file
-        reads back too: those a re-run skips."""
-        requests_ok = {f.job_id for f in self.valid_files("requests")[0]}
+        """Ids of jobs whose jobs row reads back with one of `statuses` and whose requests file reads
+        back too, written by the same attempt: those a re-run skips."""
+        requests_ok = {f.job_id: f.attempt for f in self.valid_files("requests")[0]}
         done = set()
         for stored in self.valid_files("jobs")[0]:
             if stored.job_id not in requests_ok:
                 continue
+            if stored.attempt != requests_ok[stored.job_id]:
+                continue  # the requests of another attempt: that attempt's jobs row is yet to come, or lost
             with self.fs.open_input_file(stored.path) as fh:
                 status = pq.read_table(fh, columns=["status"]).column("status").to_pylist()
             if status and status[0] in statuses:
                 done.add(stored.job_id)
         return done
+
+
+def _is_stale(path: str, match: re.Match) -> bool:
+    """A temporary file whose writer, on this host, is gone; elsewhere (or unnamed), one too old to be
+    any writer's."""
+    if match["pid"] is not None and match["host"] == _host_tag():
+        try:
+            os.kill(int(match["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, owned by someone else
+            return False
+        return False
+    try:
+        return time.time() - os.path.getmtime(path) > STALE_TEMP_S
+    except OSError:
+        return False

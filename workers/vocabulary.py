@@ -55,14 +55,14 @@ def _load_tokenizer(name: str) -> Any | None:
 
     if os.path.isdir(name):
         try:
-            return AutoTokenizer.from_pretrained(name)
+            return AutoTokenizer.from_pretrained(name, trust_remote_code=False)  # never a checkpoint's code
         except (OSError, ValueError) as exc:
             first_line = str(exc).splitlines()[0]
             raise DatasetError(f"--tokenizer {name}: no tokenizer in this folder ({first_line})") from None
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     for local_only in (True,) if offline else (True, False):
         try:
-            return AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+            return AutoTokenizer.from_pretrained(name, local_files_only=local_only, trust_remote_code=False)
         except (OSError, ValueError):
             continue
     return None
