@@ -83,20 +83,12 @@ class Attention(nn.Module):
 
     def _decode(self, q, k, v, dt, meta: DecodeMeta) -> torch.Tensor:
         cache, layout = self.cache, self.layout
-        k_slots = cache.k.view(-1, self.num_kv_heads, self.head_dim)
-        v_slots = cache.v.view(-1, self.num_kv_heads, self.head_dim)
-        y = None
+        # The history step reads the slot's old token (leaving the window) before attention's
+        # write replaces it with this step's key and value.
+        history = None
         if self.history is not None:
-            # Absorb the token leaving the window (held in the slot about to be overwritten).
-            dt_slots = cache.dt.view(-1, self.num_kv_heads)
-            old_dt = torch.where(meta.evict[:, None] != 0, dt_slots[meta.slots], 0.0)
-            y = layout.ssm.step(cache.state, meta.rows, v_slots[meta.slots], k_slots[meta.slots], old_dt,
-                                self.history.A, q)
-            dt_slots[meta.slots] = dt
-        k_slots[meta.slots] = k
-        v_slots[meta.slots] = v
-        out = layout.attn.decode(q, cache.k, cache.v, meta, self.scale)
-        return out if y is None else self.history.mix(out, y)
+            history = layout.ssm.step(cache, meta, dt, self.history.A, q), self.history.gate
+        return layout.attn.decode(q, k, v, cache, meta, self.scale, history)
 
 
 def _assemble(cached: torch.Tensor, new: torch.Tensor, meta: PrefillMeta, total: int) -> torch.Tensor:

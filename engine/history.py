@@ -3,7 +3,8 @@
 DESIGN.md section 3. When token j leaves the window (at query position j + W), its cached key and
 value are absorbed: S <- exp(dt_j A) S + dt_j v_j k_j^T, with dt_j = softplus(w . x_j + b) > 0 from
 token j's layer input (kept in a ring beside its KV entry) and A = -exp(A_log) < 0, both per KV
-head. Query t reads y_t = S q_t (q after RoPE, as attention sees it) and the layer adds
+head. The dt projection runs in the model's dtype like every other projection (an fp32 matmul with
+N = Hkv is a slow cuBLAS path on GPUs); its bias, the recurrence and the state stay fp32. Query t reads y_t = S q_t (q after RoPE, as attention sees it) and the layer adds
 sigmoid(gate) * y_t per query head. One state per KV head; query heads of a group share it.
 Parameters are fp32 and, for pretrained checkpoints, initialised from a seed (Mamba-2's ranges).
 """
@@ -12,16 +13,18 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from hybench.engine.kernels.fused import gated_add, softplus_add
 
 GATE_INIT = -4.0  # sigmoid(-4) ~ 0.018: the branch starts as a small correction to the window
 
 
 class HistoryBranch(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, dtype: torch.dtype) -> None:
         super().__init__()
-        self.dt_proj = nn.Linear(hidden_size, num_kv_heads, bias=True, dtype=torch.float32)
+        self.dt_proj = nn.Linear(hidden_size, num_kv_heads, bias=False, dtype=dtype)
+        self.dt_bias = nn.Parameter(torch.zeros(num_kv_heads, dtype=torch.float32))
         self.A_log = nn.Parameter(torch.zeros(num_kv_heads, dtype=torch.float32))
         self.gate = nn.Parameter(torch.zeros(num_heads, dtype=torch.float32))
 
@@ -37,23 +40,21 @@ class HistoryBranch(nn.Module):
         heads = self.A_log.numel()
         self.A_log.copy_(torch.log(uniform(heads, 1.0, 16.0)))
         dt = torch.exp(uniform(heads, math.log(1e-3), math.log(1e-1)))
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         std = 1.0 / math.sqrt(self.dt_proj.in_features)
         self.dt_proj.weight.copy_((torch.randn(self.dt_proj.weight.shape, generator=generator) * std * 0.1).to(dev))
         self.gate.fill_(GATE_INIT)
 
     def dt(self, x: torch.Tensor) -> torch.Tensor:
         """[N, hidden] layer input -> [N, Hkv] fp32 step sizes, all > 0."""
-        return F.softplus(self.dt_proj(x.float()))
+        return softplus_add(self.dt_proj(x), self.dt_bias)
 
     @property
     def A(self) -> torch.Tensor:
         return -torch.exp(self.A_log)
 
     def mix(self, window_out: torch.Tensor, history_out: torch.Tensor) -> torch.Tensor:
-        """window_out, history_out: [N, H, D] -> window_out + sigmoid(gate) * history_out."""
-        gate = torch.sigmoid(self.gate).to(window_out.dtype)[None, :, None]
-        return window_out + gate * history_out.to(window_out.dtype)
+        return gated_add(window_out, history_out, self.gate)
 
     @property
     def num_params(self) -> int:

@@ -22,6 +22,18 @@ class LayerCache:
     dt: torch.Tensor | None  # [rows, C, Hkv] fp32, hybrid only
     state: torch.Tensor | None  # [rows, Hkv, D, D] fp32, hybrid only
 
+    def write_kv(self, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store one token's key and value per slot (slots index the flat [rows * C] view)."""
+        self.k.view(-1, *self.k.shape[2:])[slots] = k
+        self.v.view(-1, *self.v.shape[2:])[slots] = v
+
+    def leaving(self, slots: torch.Tensor, evict: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(k, v, dt) held in `slots` before they are overwritten: the tokens leaving the window.
+        dt is 0 where `evict` is 0, which leaves a state unchanged (decay 1, nothing added)."""
+        flat = -1, *self.k.shape[2:]
+        dt = torch.where(evict[:, None] != 0, self.dt.view(-1, self.dt.shape[-1])[slots], 0.0)
+        return self.k.view(flat)[slots], self.v.view(flat)[slots], dt
+
 
 class KVCache:
     def __init__(self, config: EngineConfig, num_rows: int) -> None:

@@ -100,7 +100,8 @@ class LlamaForCausalLM(nn.Module):
         for attn, layer_cache in zip(self.attention_layers, cache.layers):
             attn.layout, attn.cache = layout, layer_cache
             if layout.kind == "hybrid":
-                branch = HistoryBranch(self.config.hidden_size, self.config.num_heads, self.config.num_kv_heads)
+                branch = HistoryBranch(self.config.hidden_size, self.config.num_heads, self.config.num_kv_heads,
+                                       self.lm_head.weight.dtype)
                 branch.to(self.lm_head.weight.device)
                 branch.init_seeded(generator)
                 attn.history = branch

@@ -42,7 +42,7 @@ class LLMEngine:
         self.config = config
         self.model = model
         self.memory = SequenceMemory.of(config)
-        self.attn_backend, self.ssm_backend = select_backends(config.device)
+        self.attn_backend, self.ssm_backend = select_backends(config.device, config.model.head_dim)
         window = config.window if config.windowed else None
         layout = AttentionLayout(config.attention, window, self.attn_backend, self.ssm_backend)
         on_gpu = config.device.type == "cuda"

@@ -36,7 +36,7 @@ def open_history(engine: LLMEngine) -> LLMEngine:
     for attn in engine.model.attention_layers:
         if attn.history is not None:
             attn.history.gate.data.fill_(1.0)
-            attn.history.dt_proj.bias.data.fill_(0.5)
+            attn.history.dt_bias.data.fill_(0.5)
             attn.history.A_log.data.uniform_(-2.0, 0.0, generator=torch.Generator().manual_seed(0))
     return engine
 

@@ -60,7 +60,7 @@ def _rope(attn, pos, q, k):
 
 def _history(attn, a_in, q, k, v, window):
     branch = attn.history
-    dt = F.softplus(a_in @ branch.dt_proj.weight.double().T + branch.dt_proj.bias.double())  # [T, Hkv]
+    dt = F.softplus(a_in @ branch.dt_proj.weight.double().T + branch.dt_bias.double())  # [T, Hkv]
     a = -torch.exp(branch.A_log.double())
     hkv, d = k.shape[1], k.shape[2]
     group = q.shape[1] // hkv

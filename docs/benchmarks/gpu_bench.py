@@ -13,6 +13,7 @@ Each section prints a markdown table; the whole report is also written to DIR/gp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import statistics
@@ -39,25 +40,45 @@ def emit(text: str = "") -> None:
 
 
 def decode_vs_roofline(model, window: int, quick: bool) -> None:
+    """Each config with hybench's Triton decode kernels, and again on FlashAttention-2's decode +
+    mamba-ssm's step (the previous fast path), in the same run."""
     bw = device_info.copy_bandwidth_gbs(DEV) * 1e9
     emit(f"\n### Decode step vs roofline (copy bandwidth {bw / 1e12:.2f} TB/s, window {window})\n")
-    emit("| config | batch | context | step ms (median) | roofline ms | ratio | target |")
-    emit("|---|---|---|---|---|---|---|")
+    emit("| decode kernels | config | batch | context | step ms (median) | roofline ms | ratio | target |")
+    emit("|---|---|---|---|---|---|---|---|")
     cases = [(1, 1024, 1.25), (64, 4096, 1.35)]
-    for kind in CONFIGS:
-        for batch, context, target in cases:
-            out_len = 32 if quick else 96
-            cfg = EngineConfig(model=model.config, attention=kind, window=window, max_model_len=context + out_len,
-                               max_num_seqs=batch, device=DEV, dtype=torch.bfloat16)
-            engine = LLMEngine(model, cfg)
-            prompts = torch.randint(0, model.config.vocab_size, (batch, context)).tolist()
-            engine.generate(prompts, SamplingParams(out_len))
-            steps = [s for s in engine.steps if not s.is_prefill and s.num_seqs == batch][8:]  # skip warm-up
-            step_ns = statistics.median(s.duration_ns for s in steps)
-            roof_ns = statistics.median(s.work for s in steps) / bw * 1e9
-            emit(f"| {kind} | {batch} | {context} | {step_ns / 1e6:.3f} | {roof_ns / 1e6:.3f} | "
-                 f"{step_ns / roof_ns:.2f} | <= {target} {'met' if step_ns / roof_ns <= target else 'MISSED'} |")
-            engine.release()
+    for kernels in ("triton", "flash2"):
+        with triton_decode(kernels == "triton"):
+            for kind in CONFIGS:
+                for batch, context, target in cases:
+                    out_len = 32 if quick else 96
+                    cfg = EngineConfig(model=model.config, attention=kind, window=window,
+                                       max_model_len=context + out_len, max_num_seqs=batch, device=DEV,
+                                       dtype=torch.bfloat16)
+                    engine = LLMEngine(model, cfg)
+                    prompts = torch.randint(0, model.config.vocab_size, (batch, context)).tolist()
+                    engine.generate(prompts, SamplingParams(out_len))
+                    steps = [s for s in engine.steps if not s.is_prefill and s.num_seqs == batch][8:]  # skip warm-up
+                    step_ns = statistics.median(s.duration_ns for s in steps)
+                    roof_ns = statistics.median(s.work for s in steps) / bw * 1e9
+                    emit(f"| {engine.attn_backend.name} / {engine.ssm_backend_name} | {kind} | {batch} | {context} | "
+                         f"{step_ns / 1e6:.3f} | {roof_ns / 1e6:.3f} | {step_ns / roof_ns:.2f} | "
+                         f"<= {target} {'met' if step_ns / roof_ns <= target else 'MISSED'} |")
+                    engine.release()
+
+
+@contextlib.contextmanager
+def triton_decode(enabled: bool):
+    """Select (or not) hybench's Triton decode kernels for engines built inside the block."""
+    from hybench.engine.kernels import decode_triton
+
+    available = decode_triton.available
+    if not enabled:
+        decode_triton.available = lambda device, head_dim: False
+    try:
+        yield
+    finally:
+        decode_triton.available = available
 
 
 def prefill_mfu(model) -> None:
@@ -80,28 +101,30 @@ def prefill_mfu(model) -> None:
         engine.release()
 
 
-def decode_profile(model) -> None:
-    """Where a batch-1 decode step's GPU time goes (eager, so each kernel is visible)."""
+def decode_profile(model, batch: int, context: int, configs=CONFIGS) -> None:
+    """Where a decode step's GPU time goes (eager, so each kernel is visible)."""
     from torch.profiler import ProfilerActivity, profile
 
-    emit("\n### Batch-1 decode step, full, context 1024: GPU kernel time (eager)\n")
-    cfg = EngineConfig(model=model.config, attention="full", max_model_len=1100, max_num_seqs=1, device=DEV,
-                       dtype=torch.bfloat16, enforce_eager=True)
-    engine = LLMEngine(model, cfg)
-    engine.add_request(list(range(1024)), SamplingParams(40))
-    while engine.has_work and len(engine.steps) < 20:
-        engine.step()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
+    for kind in configs:
+        emit(f"\n### Batch-{batch} decode step, {kind} (window 512), context {context}: GPU kernel time (eager)\n")
+        cfg = EngineConfig(model=model.config, attention=kind, window=512, max_model_len=context + 76,
+                           max_num_seqs=batch, device=DEV, dtype=torch.bfloat16, enforce_eager=True)
+        engine = LLMEngine(model, cfg)
+        for _ in range(batch):
+            engine.add_request(torch.randint(0, 1000, (context,)).tolist(), SamplingParams(40))
+        while engine.has_work and sum(not s.is_prefill for s in engine.steps) < 10:
             engine.step()
-    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
-    total = sum(e.self_device_time_total for e in events) / 5
-    count = sum(e.count for e in events) / 5
-    emit(f"{count:.0f} kernels per step, {total / 1e3:.3f} ms of GPU time per step\n")
-    emit("| kernel | calls/step | us/step |\n|---|---|---|")
-    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:12]:
-        emit(f"| {e.key[:70]} | {e.count / 5:.0f} | {e.self_device_time_total / 5:.0f} |")
-    engine.release()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                engine.step()
+        events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+        total = sum(e.self_device_time_total for e in events) / 5
+        count = sum(e.count for e in events) / 5
+        emit(f"{count:.0f} kernels per step, {total / 1e3:.3f} ms of GPU time per step\n")
+        emit("| kernel | calls/step | us/step |\n|---|---|---|")
+        for e in sorted(events, key=lambda e: -e.self_device_time_total)[:10]:
+            emit(f"| {e.key[:70]} | {e.count / 5:.0f} | {e.self_device_time_total / 5:.0f} |")
+        engine.release()
 
 
 def jobs(store: ResultStore, models: ModelCache, **spec) -> list[dict]:
@@ -171,7 +194,7 @@ def main() -> int:
     emit(f"# GPU benchmark: {torch.cuda.get_device_name(DEV)}, {dt.date.today()}, torch {torch.__version__}")
     model = build_model(resolve_model(MODEL, "dummy"), DEV, torch.bfloat16, 131072, seed=0)
     from hybench.engine.kernels import select_backends
-    attn, ssm = select_backends(DEV)
+    attn, ssm = select_backends(DEV, model.config.head_dim)
     emit(f"backends: attention {attn.name}, ssm {ssm.name}")
     store = ResultStore(os.path.join("/tmp", f"bench-{int(time.time())}"))
     models = ModelCache()
@@ -180,7 +203,9 @@ def main() -> int:
     if "prefill" in sections:
         prefill_mfu(model)
     if "profile" in sections:
-        decode_profile(model)
+        decode_profile(model, 1, 1024)
+    if "profile64" in sections:
+        decode_profile(model, 64, 4096, ("sliding", "hybrid"))
     del model
     torch.cuda.empty_cache()
     if "hf" in sections:

@@ -12,7 +12,8 @@ import sys
 import torch
 
 from hybench.engine.context import DecodeMeta, PrefillMeta
-from hybench.engine.kernels import ReferenceAttention, ReferenceSSM, flash_torch, mamba_triton
+from hybench.engine.kernels import ReferenceAttention, ReferenceSSM, decode_triton, flash_torch, mamba_triton
+from hybench.engine.kv_cache import LayerCache
 
 LIMIT = 1e-2
 DEV = torch.device("cuda")
@@ -37,6 +38,7 @@ def prefill_meta(q_lens: list[int], ctx_lens: list[int]) -> PrefillMeta:
 
 def attention_cases(results: list) -> None:
     fast, ref = flash_torch.TorchFlashAttention(), ReferenceAttention()
+    decode_backends = [fast] + ([decode_triton.SplitKVAttention(fast)] if decode_triton.available(DEV, 64) else [])
     d = 64
     for heads, kv_heads in ((8, 8), (8, 2), (32, 4)):
         for window in (1, 2, 127, None):
@@ -49,20 +51,31 @@ def attention_cases(results: list) -> None:
             err = rel_err(fast.prefill(q, k, v, meta, window, d**-0.5), ref.prefill(q, k, v, meta, window, d**-0.5))
             results.append((f"attention prefill H={heads} Hkv={kv_heads} W={window}", err))
         rows, cap = 9, 1037
-        kc = torch.randn(rows, cap, kv_heads, d, device=DEV, dtype=BF16)
-        vc = torch.randn(rows, cap, kv_heads, d, device=DEV, dtype=BF16)
+        cache = LayerCache(torch.randn(rows, cap, kv_heads, d, device=DEV, dtype=BF16),
+                           torch.randn(rows, cap, kv_heads, d, device=DEV, dtype=BF16), None, None)
         sel = torch.tensor([7, 0, 3, 8, 2], device=DEV)
-        used = torch.tensor([1, 1037, 500, 129, 1000], dtype=torch.int32, device=DEV)
+        pos = torch.tensor([0, 1036, 499, 2000, 999], device=DEV)
+        used = torch.clamp(pos + 1, max=cap).to(torch.int32)
         starts = torch.cat([sel * cap, sel[-1:] * cap + cap]).to(torch.int32)
-        meta = DecodeMeta(sel, sel * cap, torch.zeros(5, dtype=torch.long, device=DEV), used, starts,
+        meta = DecodeMeta(sel, sel * cap + pos % cap, torch.zeros(5, dtype=torch.long, device=DEV), used, starts,
                           torch.arange(6, dtype=torch.int32, device=DEV) * (heads // kv_heads))
         q = torch.randn(5, heads, d, device=DEV, dtype=BF16)
-        err = rel_err(fast.decode(q, kc, vc, meta, d**-0.5), ref.decode(q, kc, vc, meta, d**-0.5))
-        results.append((f"attention decode  H={heads} Hkv={kv_heads} rows out of order", err))
+        k_new = torch.randn(5, kv_heads, d, device=DEV, dtype=BF16)
+        v_new = torch.randn(5, kv_heads, d, device=DEV, dtype=BF16)
+        history = (torch.randn(5, heads, d, device=DEV, dtype=BF16), torch.randn(heads, device=DEV))
+        want = ref.decode(q, k_new, v_new, clone(cache), meta, d**-0.5, history)
+        for backend in decode_backends:
+            err = rel_err(backend.decode(q, k_new, v_new, clone(cache), meta, d**-0.5, history), want)
+            results.append((f"{backend.name} decode H={heads} Hkv={kv_heads} rows out of order", err))
+
+
+def clone(cache: LayerCache) -> LayerCache:
+    return LayerCache(*(None if t is None else t.clone() for t in (cache.k, cache.v, cache.dt, cache.state)))
 
 
 def ssm_cases(results: list) -> None:
     fast, ref = mamba_triton.MambaTritonSSM(), ReferenceSSM()
+    step_backends = [fast] + ([decode_triton.FusedStepSSM(fast)] if decode_triton.available(DEV, 64) else [])
     d = 64
     for heads, kv_heads in ((8, 8), (8, 2), (32, 4)):
         q_lens = [5, 300, 1000]
@@ -78,13 +91,19 @@ def ssm_cases(results: list) -> None:
         y_ref, s_ref = ref.scan(x, b, c, dt, a, meta, init)
         results.append((f"ssd scan          H={heads} Hkv={kv_heads} y", rel_err(y_fast, y_ref)))
         results.append((f"ssd scan          H={heads} Hkv={kv_heads} final state", rel_err(s_fast, s_ref)))
-        pool = torch.randn(6, kv_heads, d, d, device=DEV)
-        rows = torch.tensor([4, 1, 5], device=DEV)
-        pool_ref = pool.clone()
-        y_fast = fast.step(pool, rows, x[:3], b[:3], dt[:3], a, c[:3])
-        y_ref = ref.step(pool_ref, rows, x[:3], b[:3], dt[:3], a, c[:3])
-        results.append((f"ssd step          H={heads} Hkv={kv_heads} y", rel_err(y_fast, y_ref)))
-        results.append((f"ssd step          H={heads} Hkv={kv_heads} state pool", rel_err(pool, pool_ref)))
+        cap, window = 40, 40
+        cache = LayerCache(torch.randn(6, cap, kv_heads, d, device=DEV, dtype=BF16),
+                           torch.randn(6, cap, kv_heads, d, device=DEV, dtype=BF16),
+                           torch.rand(6, cap, kv_heads, device=DEV) * 0.1, torch.randn(6, kv_heads, d, d, device=DEV))
+        rows, pos = torch.tensor([4, 1, 5], device=DEV), torch.tensor([45, 3, 40], device=DEV)
+        meta = DecodeMeta(rows, rows * cap + pos % cap, (pos >= window).long(), None, None, None)
+        ref_cache = clone(cache)
+        y_ref = ref.step(ref_cache, meta, dt[:3], a, c[:3])
+        for backend in step_backends:
+            got = clone(cache)
+            y = backend.step(got, meta, dt[:3], a, c[:3])
+            results.append((f"{backend.name} step H={heads} Hkv={kv_heads} y", rel_err(y, y_ref)))
+            results.append((f"{backend.name} step H={heads} Hkv={kv_heads} state pool", rel_err(got.state, ref_cache.state)))
 
 
 def fused_cases(results: list) -> None:
@@ -115,6 +134,8 @@ def main() -> int:
     if mamba_triton.available(DEV):
         ssm_cases(results)
         backends.append(mamba_triton.MambaTritonSSM.name)
+    if decode_triton.available(DEV, 64):
+        backends.append("triton decode (split-KV attention, fused history step)")
     print(f"fast backends checked: {', '.join(backends) or 'none'}")
     print(f"| case | rel. error | < {LIMIT} |\n|---|---|---|")
     for name, err in results:

@@ -12,6 +12,8 @@ from typing import Protocol
 import torch
 
 from hybench.engine.context import DecodeMeta, PrefillMeta
+from hybench.engine.kernels.fused import gated_add
+from hybench.engine.kv_cache import LayerCache
 from hybench.engine.kernels.attention_ref import decode_attention_ref, prefill_attention_ref
 from hybench.engine.kernels.ssd_ref import (
     ssd_readout_ref,
@@ -26,8 +28,10 @@ class AttentionBackend(Protocol):
     def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: PrefillMeta,
                 window: int | None, scale: float) -> torch.Tensor: ...
 
-    def decode(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: DecodeMeta,
-               scale: float) -> torch.Tensor: ...
+    def decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, meta: DecodeMeta,
+               scale: float, history: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Store this step's k, v in `meta.slots`, then attend over each row's `used` slots; with
+        history = (y, gate logits), return attention + sigmoid(gate) * y (the hybrid layer's mix)."""
 
 
 class SSMBackend(Protocol):
@@ -36,8 +40,11 @@ class SSMBackend(Protocol):
     def scan(self, x: torch.Tensor, b: torch.Tensor, c: torch.Tensor, dt: torch.Tensor, a: torch.Tensor,
              meta: PrefillMeta, initial_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def step(self, states: torch.Tensor, rows: torch.Tensor, x: torch.Tensor, b: torch.Tensor,
-             dt: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor: ...
+    def step(self, cache: LayerCache, meta: DecodeMeta, dt: torch.Tensor, a: torch.Tensor,
+             q: torch.Tensor) -> torch.Tensor:
+        """Absorb the token each row's slot holds where `meta.evict` (it leaves the window now) into
+        the row's state, store this step's dt in the slot, and return y = S q [B, H, D]. Runs
+        before `AttentionBackend.decode` overwrites the slot's key and value."""
 
 
 class ReferenceAttention:
@@ -48,8 +55,10 @@ class ReferenceAttention:
     def prefill(self, q, k, v, meta, window, scale):
         return prefill_attention_ref(q, k, v, meta.cu_seqlens_q_host, meta.cu_seqlens_k_host, window, scale)
 
-    def decode(self, q, k_cache, v_cache, meta, scale):
-        return decode_attention_ref(q, k_cache, v_cache, meta.rows, meta.used, scale)
+    def decode(self, q, k, v, cache, meta, scale, history=None):
+        cache.write_kv(meta.slots, k, v)
+        out = decode_attention_ref(q, cache.k, cache.v, meta.rows, meta.used, scale)
+        return out if history is None else gated_add(out, *history)
 
 
 class ReferenceSSM:
@@ -67,16 +76,22 @@ class ReferenceSSM:
             finals.append(final)
         return torch.cat(ys), torch.stack(finals)
 
-    def step(self, states, rows, x, b, dt, a, c):
-        new = ssd_state_update_ref(states[rows], x, b, dt, a)
-        states[rows] = new
-        return ssd_readout_ref(new, c)
+    def step(self, cache, meta, dt, a, q):
+        k_old, v_old, dt_old = cache.leaving(meta.slots, meta.evict)
+        new = ssd_state_update_ref(cache.state[meta.rows], v_old, k_old, dt_old, a)
+        cache.state[meta.rows] = new
+        cache.dt.view(-1, cache.dt.shape[-1])[meta.slots] = dt
+        return ssd_readout_ref(new, q)
 
 
-def select_backends(device: torch.device) -> tuple[AttentionBackend, SSMBackend]:
-    """The fastest implementations this device offers (the references on CPU)."""
-    from hybench.engine.kernels import flash_torch, mamba_triton
+def select_backends(device: torch.device, head_dim: int) -> tuple[AttentionBackend, SSMBackend]:
+    """The fastest implementations this device offers (the references on CPU). Decode runs on
+    hybench's Triton kernels where they fit (split-KV attention, the fused history step); prefill
+    on FlashAttention-2 and mamba-ssm's chunk scan."""
+    from hybench.engine.kernels import decode_triton, flash_torch, mamba_triton
 
     attn: AttentionBackend = flash_torch.TorchFlashAttention() if flash_torch.available(device) else ReferenceAttention()
     ssm: SSMBackend = mamba_triton.MambaTritonSSM() if mamba_triton.available(device) else ReferenceSSM()
+    if decode_triton.available(device, head_dim):
+        attn, ssm = decode_triton.SplitKVAttention(attn), decode_triton.FusedStepSSM(ssm)
     return attn, ssm

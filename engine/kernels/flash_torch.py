@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 
 from hybench.engine.context import DecodeMeta, PrefillMeta
+from hybench.engine.kernels.fused import gated_add
+from hybench.engine.kv_cache import LayerCache
 
 
 def available(device: torch.device) -> bool:
@@ -35,15 +37,16 @@ class TorchFlashAttention:
         return _flash(q, k, v, meta.cu_seqlens_q, meta.cu_seqlens_k, meta.max_seqlen_q, meta.max_seqlen_k,
                       True, scale, -1 if window is None else window - 1)
 
-    def decode(self, q, k_cache, v_cache, meta: DecodeMeta, scale: float) -> torch.Tensor:
+    def decode(self, q, k, v, cache: LayerCache, meta: DecodeMeta, scale: float, history=None) -> torch.Tensor:
+        cache.write_kv(meta.slots, k, v)
+        k_cache, v_cache = cache.k, cache.v
         # GQA packing: the G query heads that share a KV head become G query rows of that head, so
         # each KV head's keys are read once per sequence instead of once per query head.
         batch, heads, dim = q.shape
         kv_heads = k_cache.shape[2]
         group = heads // kv_heads
         packed = q.view(batch, kv_heads, group, dim).transpose(1, 2).reshape(batch * group, kv_heads, dim)
-        k = k_cache.view(-1, kv_heads, dim)
-        v = v_cache.view(-1, kv_heads, dim)
-        out = _flash(packed, k, v, meta.query_starts, meta.row_starts, group, k_cache.shape[1], False,
+        out = _flash(packed, k_cache.view(-1, kv_heads, dim), v_cache.view(-1, kv_heads, dim), meta.query_starts, meta.row_starts, group, k_cache.shape[1], False,
                      scale, -1, seqused_k=meta.used)
-        return out.view(batch, group, kv_heads, dim).transpose(1, 2).reshape(batch, heads, dim)
+        out = out.view(batch, group, kv_heads, dim).transpose(1, 2).reshape(batch, heads, dim)
+        return out if history is None else gated_add(out, *history)

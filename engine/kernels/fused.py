@@ -1,4 +1,5 @@
-"""Small fused element-wise ops of the decoder: (residual add +) RMSNorm, rotary embedding, SiLU-mul.
+"""Small fused element-wise ops of the decoder: (residual add +) RMSNorm, rotary embedding, SiLU-mul,
+the history branch's softplus and gated mix.
 
 At decode a step is hundreds of tiny kernels whose launch and tail cost, not their bytes, set the
 step time; fusing each of these chains into one kernel is what brings decode near the bandwidth
@@ -39,6 +40,17 @@ def silu_mul_ref(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def softplus_add_ref(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softplus(x + bias) in fp32: the history branch's step sizes from its projection."""
+    return F.softplus(x.float() + bias)
+
+
+def gated_add_ref(window_out: torch.Tensor, history_out: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """The hybrid layer's mix: window_out + sigmoid(gate) * history_out ([N, H, D], gate logits [H])."""
+    g = torch.sigmoid(gate).to(window_out.dtype)[None, :, None]
+    return window_out + g * history_out.to(window_out.dtype)
+
+
 @functools.cache
 def _compiled(fn):
     return torch.compile(fn, dynamic=True)
@@ -61,3 +73,5 @@ rms_norm = _dispatch(rms_norm_ref)
 add_rms_norm = _dispatch(add_rms_norm_ref)
 rotary = _dispatch(rotary_ref)
 silu_mul = _dispatch(silu_mul_ref)
+softplus_add = _dispatch(softplus_add_ref)
+gated_add = _dispatch(gated_add_ref)

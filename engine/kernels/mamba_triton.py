@@ -67,14 +67,17 @@ class MambaTritonSSM:
             finals.append(final[0, ::rep])  # heads of a group hold the same state
         return torch.cat(ys), torch.stack(finals).float()
 
-    def step(self, states, rows, x, b, dt, a, c):
+    def step(self, cache, meta, dt, a, q):
+        b, x, dt_old = cache.leaving(meta.slots, meta.evict)
+        states, rows = cache.state, meta.rows
         groups, dim = x.shape[1], x.shape[2]
         zeros = torch.zeros(groups, dim, device=x.device, dtype=torch.float32)
         # C = b is a placeholder: the kernel's per-group read-out cannot serve GQA, done below instead.
         self._update(
-            states, x, dt[:, :, None].expand(-1, -1, dim), a[:, None, None].expand(groups, dim, dim),
+            states, x, dt_old[:, :, None].expand(-1, -1, dim), a[:, None, None].expand(groups, dim, dim),
             b, b, D=zeros, dt_bias=zeros, state_batch_indices=rows.to(torch.int32),
         )
-        cg = c.float().view(c.shape[0], groups, -1, c.shape[2])  # [B, G, R, N]
+        cache.dt.view(-1, groups)[meta.slots] = dt
+        cg = q.float().view(q.shape[0], groups, -1, q.shape[2])  # [B, G, R, N]
         y = torch.matmul(cg, states[rows].transpose(-1, -2))  # [B, G, R, P]
-        return y.view(c.shape[0], -1, dim).to(c.dtype)
+        return y.view(q.shape[0], -1, dim).to(q.dtype)
