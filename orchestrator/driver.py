@@ -23,7 +23,7 @@ from ray.exceptions import RayError, RayTaskError
 from tqdm import tqdm
 
 from hybench.orchestrator.sweep import SweepError
-from hybench.workers.actor import RemoteJobWorker
+from hybench.workers.actor import FORWARDED_ENV, RemoteJobWorker
 from hybench.workers.job import job_key, prepare
 from hybench.workers.job_spec import JobSpec, project_version
 from hybench.workers.records import to_table
@@ -167,8 +167,8 @@ class _Loop:
         self.starting: dict[ray.ObjectRef, _Actor] = {}  # placement calls of actors not known to be up
         self.attempts: Counter[str] = Counter()
         count, gpus, cpus = _worker_shape(options, len(todo))
-        self.actors = [_Actor(RemoteJobWorker.options(num_gpus=gpus, num_cpus=cpus).remote(options.results, cpus))
-                       for _ in range(count)]
+        worker = RemoteJobWorker.options(num_gpus=gpus, num_cpus=cpus, **_forwarded_env())
+        self.actors = [_Actor(worker.remote(options.results, cpus)) for _ in range(count)]
         for actor in self.actors:
             self._await_start(actor)
         self.hint_at: float | None = time.monotonic() + WAIT_HINT_S
@@ -207,13 +207,18 @@ class _Loop:
     def _started(self, ref: ray.ObjectRef) -> None:
         actor = self.starting.pop(ref)
         try:
-            self.summary.placements.append(ray.get(ref))
+            placement = ray.get(ref)
         except RayError as exc:  # it cannot come up: its constructor failed, or it was killed for good
             self._say(f"a worker does not come up, dropping it: {_first_line(exc)}")
             self.actors.remove(actor)
             ray.kill(actor.handle)
             if not self.actors:
                 raise SweepError(f"no worker could start: {_first_line(exc)}") from None
+            return
+        self.summary.placements.append(placement)
+        self._say(f"worker up: pid {placement['pid']} on {placement['hostname']}, "
+                  f"GPU {','.join(placement['gpu_ids']) or 'none'} "
+                  f"(CUDA_VISIBLE_DEVICES={placement['cuda_visible_devices']})")
 
     def _idle(self) -> list[_Actor]:
         busy = {run.actor for run in self.running.values()} | set(self.starting.values())
@@ -289,6 +294,12 @@ class _Loop:
 
     def _say(self, line: str) -> None:
         tqdm.write(line, file=sys.stderr)
+
+
+def _forwarded_env() -> dict:
+    """Actor options that give every actor the driver's values of FORWARDED_ENV (none if none is set)."""
+    env_vars = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+    return {"runtime_env": {"env_vars": env_vars}} if env_vars else {}
 
 
 def _worker_shape(options: DriverOptions, jobs: int) -> tuple[int, float, int]:

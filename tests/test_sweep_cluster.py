@@ -44,6 +44,18 @@ def test_one_actor_per_gpu_on_its_own_node_and_results_equal_local_mode(cluster,
     assert deterministic(str(tmp_path / "cluster")) == deterministic(str(tmp_path / "local"))
 
 
+def test_the_drivers_multicast_switches_reach_actors_on_other_nodes(cluster, tmp_path, monkeypatch):
+    """The nodes were started before these were set, so only the driver's forwarding can bring them."""
+    forwarded = {"NCCL_NVLS_ENABLE": "fwd-0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "fwd-1",
+                 "NVSHMEM_DISABLE_NVLS": "fwd-2"}
+    for name, value in forwarded.items():
+        monkeypatch.setenv(name, value)
+    summary = run_sweep(tiny_specs(config=("sliding",), input_len=(32,)),
+                        DriverOptions(results=str(tmp_path / "results"), address=cluster.address))
+    assert summary.statuses == {"ok": 1}
+    assert [p["env"] for p in summary.placements] == [forwarded]
+
+
 def test_a_job_that_keeps_timing_out_is_a_failed_row_a_rerun_replaces(cluster, tmp_path):
     results = str(tmp_path / "results")
     [spec] = tiny_specs(config=("hybrid",), input_len=(64,))

@@ -3,12 +3,15 @@ after a finished sweep, after truncated files and after the driver was killed.""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
-from ray_helpers import KILL_ARGS, TINY_ARGS, deterministic, job_files, run_cli, start_cli, table_rows, wait_for_done
+from ray_helpers import (KILL_ARGS, TINY_ARGS, cli, deterministic, job_files, run_cli, settled_done, start_cli,
+                         sweep_env, table_rows, wait_for_done)
 
 from hybench.workers.store import ResultStore
 
@@ -69,9 +72,9 @@ def test_killed_driver_resumes_with_only_the_missing_jobs(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
         proc.wait()
-    time.sleep(1)
+    settled = settled_done(results)
     done = {r["job_id"]: r["started_at"] for r in table_rows(results, "jobs") if r["status"] == "ok"}
-    assert 2 <= len(done) < 12
+    assert set(done) == settled and 2 <= len(done) < 12
 
     rerun = run_cli("sweep", *args)
     assert rerun.returncode == 0, rerun.stderr
@@ -96,3 +99,27 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path):
     done = len(ResultStore(results).completed_job_ids())
     rerun = run_cli("sweep", *KILL_ARGS, "--results", results)
     assert rerun.returncode == 0 and f"12 jobs, {done} already done, ran {12 - done} ({12 - done} ok" in rerun.stdout
+
+
+
+def test_one_actor_per_gpu_each_pinned_to_its_own_and_the_jobs_spread(tmp_path):
+    """Local mode on a machine with two (fake) GPUs: two actors, CUDA_VISIBLE_DEVICES 0 and 1, the eight
+    equal jobs (one per seed) shared between them, each jobs row naming its worker and GPU (what
+    docs/benchmarks/multi_gpu_sweep.sh runs on real GPUs)."""
+    results = str(tmp_path / "results")
+    env = sweep_env() | {"RAY_OVERRIDE_RESOURCES": '{"GPU": 2}', "NCCL_NVLS_ENABLE": "0",
+                         "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+    args = [*TINY_ARGS, "--configs", "sliding", "--input-lengths", "32", "--seed", "1,2,3,4,5,6,7,8"]
+    done = subprocess.run(cli("sweep", *args, "--results", results), capture_output=True, text=True, env=env,
+                          timeout=150)
+    assert done.returncode == 0, done.stderr
+    assert "8 jobs, 0 already done, ran 8 (8 ok" in done.stdout
+    assert "on 2 GPU workers (1 GPU, 1 CPU each)" in done.stderr
+    up = dict(re.findall(r"worker up: pid (\d+) on \S+, GPU (\d+) \(CUDA_VISIBLE_DEVICES=\2\)", done.stderr))
+    assert sorted(up.values()) == ["0", "1"], done.stderr
+
+    rows = table_rows(results, "jobs")
+    assert len(rows) == 8 and {r["seed"] for r in rows} == set(range(1, 9))
+    used = {(str(r["worker_pid"]), r["cuda_visible_devices"]) for r in rows}
+    assert used == set(up.items())  # both workers ran jobs, each on its own GPU only
+    assert all(r["gpu_uuid"] is None for r in rows)  # fake GPUs: the engine ran on CPU

@@ -16,6 +16,12 @@ from hybench.workers.job import ModelCache, run_job
 from hybench.workers.job_spec import JobSpec
 from hybench.workers.store import ResultStore
 
+# Set in the driver's environment, these reach every actor on every node (the driver passes them in the
+# actors' runtime env): local Ray processes inherit the driver's environment, but the workers of a
+# cluster's other nodes do not. They keep NVLink multicast off in NCCL, PyTorch and NVSHMEM, as shared
+# multi-GPU hosts ask.
+FORWARDED_ENV = ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")
+
 
 class JobWorker:
     def __init__(self, results: str, threads: int) -> None:
@@ -33,6 +39,7 @@ class JobWorker:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch_threads": torch.get_num_threads(),
+            "env": {name: os.environ.get(name) for name in FORWARDED_ENV},
         }
 
     def run(self, spec: JobSpec) -> dict:

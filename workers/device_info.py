@@ -26,6 +26,17 @@ def driver_version(device: torch.device) -> str | None:
         return None
 
 
+def gpu_uuid(device: torch.device) -> str | None:
+    """The GPU's UUID as nvidia-smi prints it (GPU-xxxxxxxx-...), whatever CUDA_VISIBLE_DEVICES renumbered."""
+    if device.type != "cuda":
+        return None
+    try:
+        uuid = str(torch.cuda.get_device_properties(device).uuid)
+    except (AttributeError, RuntimeError):
+        return None
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else "GPU-" + uuid
+
+
 def nvml_used_gib(device: torch.device) -> float | None:
     """Memory the whole GPU has in use (all processes), as nvidia-smi shows it."""
     if device.type != "cuda":

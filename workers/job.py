@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import os
 import socket
 import time
 import traceback
@@ -313,4 +314,7 @@ def _environment(job: PreparedJob) -> dict:
         "project_version": project_version(),
         "ray_version": ray_version,
         "hostname": socket.gethostname(),
+        "worker_pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpu_uuid": device_info.gpu_uuid(job.device),
     }

@@ -101,6 +101,10 @@ JOBS_SCHEMA = pa.schema(
         ("prefix_cache_hit_rate", pa.float64()),  # share of prompt tokens served from the prefix cache
         ("prefix_cache_hits", pa.int64()),  # requests that started from a cached prefix
         ("prefix_cache_gib", pa.float64()),  # memory the cache's entries held at most
+        # Where it ran: the worker process and its GPU (which GPU of a multi-GPU host ran which job).
+        ("worker_pid", pa.int64()),
+        ("cuda_visible_devices", pa.string()),  # as Ray set it for the actor; null when unset
+        ("gpu_uuid", pa.string()),  # GPU-<uuid>, as nvidia-smi names the device; null on CPU
     ]
 )
 
