@@ -69,6 +69,19 @@ def wait_for_done(results: str, count: int, proc: subprocess.Popen, timeout: flo
     raise AssertionError(f"fewer than {count} jobs done after {timeout} s")
 
 
+def settled_done(results: str, quiet: float = 3.0, timeout: float = 60) -> set[str]:
+    """Completed job ids once no more land for `quiet` seconds: after the driver is killed, an actor
+    whose process outlives it for a moment may still finish the job it was writing."""
+    store = ResultStore(results)
+    done, since, deadline = store.completed_job_ids(), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = store.completed_job_ids()
+        if now != done:
+            done, since = now, time.monotonic()
+    return done
+
+
 def table_rows(results: str, table: str) -> list[dict]:
     store = ResultStore(results)
     good, bad = store.valid_files(table)
