@@ -12,14 +12,14 @@ from typing import Protocol
 import torch
 
 from hybench.engine.context import DecodeMeta, PrefillMeta
-from hybench.engine.kernels.fused import gated_add
-from hybench.engine.kv_cache import LayerCache
 from hybench.engine.kernels.attention_ref import decode_attention_ref, prefill_attention_ref
+from hybench.engine.kernels.fused import gated_add
 from hybench.engine.kernels.ssd_ref import (
     ssd_readout_ref,
     ssd_scan_chunked_ref,
     ssd_state_update_ref,
 )
+from hybench.engine.kv_cache import LayerCache
 
 
 class AttentionBackend(Protocol):
