@@ -52,6 +52,7 @@ TARGET_JOB_S=${TARGET_JOB_S:-15}
 DEADLINE_S=${DEADLINE_S:-540}  # the whole script, install included; a model starts only with MIN_LEFT_S left
 MIN_LEFT_S=${MIN_LEFT_S:-240}
 LOAD_FORMAT=${LOAD_FORMAT:-dummy}
+ORDER=${ORDER:-1,N}  # which sweep runs first: 1,N or N,1 (run both to tell the run order from the GPU count)
 
 mkdir -p "$OUT" && rm -rf "$WORK" && mkdir -p "$WORK" || exit 1
 left() { echo $((DEADLINE_S - ($(date +%s) - T0))); }
@@ -148,9 +149,11 @@ print(r['elapsed_s'] / r['num_benchmark_iters'] if r['status'] == 'ok' else 'x')
   sweep=(sweep --models "$MODEL" --configs "$CONFIG" --windows "$WINDOW" "${job[@]}" --num-benchmark-iters "$iters"
          --seed "$SEEDS" --no-report)
   printf "n\twall_s\trc\n" > "$dir/runs.tsv"
-  for n in 1 "$NGPU"; do
+  for n in $(echo "$ORDER" | sed "s/N/$NGPU/" | tr , ' '); do
     budget=$(( $(left) - 30 ))
-    [ "$n" = 1 ] && budget=$(( budget * 2 / 3 ))  # the N-GPU sweep needs about half the time of this one
+    # The 1-GPU sweep takes about two thirds of the time both take: budget whichever runs first so.
+    if [ "${ORDER%%,*}" = 1 ] && [ "$n" = 1 ]; then budget=$(( budget * 2 / 3 )); fi
+    if [ "${ORDER%%,*}" = N ] && [ "$n" != 1 ]; then budget=$(( budget / 3 )); fi
     if [ "$budget" -lt 30 ]; then echo "== $MODEL on $n GPU(s): skipped, no time left"; continue; fi
     echo "== $MODEL on $n GPU(s): $(pin "$n"), timeout ${budget} s"
     spid=
