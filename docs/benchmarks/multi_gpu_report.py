@@ -221,7 +221,35 @@ def model_section(tag: str, folder: str, gpus: dict[str, tuple[str, str]], out: 
                                  else "per-job results DIFFER beyond run-to-run noise") + ".", ""]
         verdicts.append(f"{tag}: per-job output tok/s {n} GPUs vs 1: mean {mean:+.1%} (tolerance {mean_tol:.1%}), "
                         f"largest {worst:.1%} (tolerance {tol:.1%}): {'match' if match else 'DIFFER'}")
+    lines += clock_table(folder, (1, n))
     return lines, verdicts
+
+
+def clock_table(folder: str, runs: tuple[int, ...]) -> list[str]:
+    """Median SM clock, power and utilisation of each GPU while each sweep ran (clocks_n<k>.csv), so a
+    per-job difference between the runs can be laid next to the state the GPUs were in."""
+    rows = []
+    for k in runs:
+        path = os.path.join(folder, f"clocks_n{k}.csv")
+        if not os.path.exists(path):
+            continue
+        by_gpu = defaultdict(lambda: ([], [], []))
+        for line in open(path).read().splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            try:
+                values = [float(x) for x in parts[2:5]]
+            except (ValueError, IndexError):  # "[N/A]" or a cut line
+                continue
+            for series, value in zip(by_gpu[parts[1]], values):
+                series.append(value)
+        for gpu, (mhz, watts, util) in sorted(by_gpu.items()):
+            rows.append(f"| {k} | {gpu} | {len(mhz)} | {statistics.median(mhz):.0f} | {statistics.median(watts):.0f} | "
+                        f"{statistics.median(util):.0f} |")
+    if not rows:
+        return []
+    return ["### GPU state while each sweep ran (nvidia-smi, 1 s samples, medians)", "",
+            "| sweep on GPUs | GPU | samples | SM MHz | power W | utilisation % |", "|---|---|---|---|---|---|",
+            *rows, ""]
 
 
 def main() -> int:

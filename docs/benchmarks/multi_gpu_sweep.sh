@@ -2,7 +2,8 @@
 # Issue 8: one `hybench sweep` in local mode on 1 GPU and on all N GPUs of this host (Llama presets,
 # dummy weights): wall-time speed-up against the 0.85 x N target, one actor pinned per GPU (each
 # GPU's memory used by exactly one actor process, sampled with nvidia-smi while the N-GPU sweep runs),
-# and per-job output throughput of the two runs side by side. Writes $OUT/multi_gpu_results.md, the
+# and per-job output throughput of the two runs side by side, with each GPU's SM clock, power and
+# utilisation sampled alike during both runs. Writes $OUT/multi_gpu_results.md, the
 # jobs rows of both runs (jobs_<model>.parquet), the nvidia-smi samples and the whole log.
 #
 # The jobs: one config, one window, one input length, and one job per seed (--seed 1,...,8 fans out),
@@ -108,11 +109,14 @@ pin() {
   else echo "CUDA_VISIBLE_DEVICES=$(seq -s, 0 $(($1 - 1)))"; fi
 }
 
-smi_sampler() {  # every second: which process holds memory on which GPU (epoch s, pid, MiB, uuid, name)
+smi_sampler() {  # every second: which process holds memory on which GPU (epoch s, pid, MiB, uuid, name) to $1,
+  # and each GPU's SM clock, power and utilisation (epoch s, index, MHz, W, %) to $2
   while true; do
     t=$(date +%s.%N)
     nvidia-smi --query-compute-apps=pid,used_memory,gpu_uuid,process_name --format=csv,noheader,nounits \
       | sed "s/^/$t, /" >> "$1"
+    nvidia-smi --query-gpu=index,clocks.sm,power.draw,utilization.gpu --format=csv,noheader,nounits \
+      | sed "s/^/$t, /" >> "$2"
     sleep 1
   done
 }
@@ -157,7 +161,10 @@ print(r['elapsed_s'] / r['num_benchmark_iters'] if r['status'] == 'ok' else 'x')
     if [ "$budget" -lt 30 ]; then echo "== $MODEL on $n GPU(s): skipped, no time left"; continue; fi
     echo "== $MODEL on $n GPU(s): $(pin "$n"), timeout ${budget} s"
     spid=
-    if [ "$n" != 1 ] && command -v nvidia-smi > /dev/null; then smi_sampler "$dir/smi.csv" & spid=$!; fi
+    # Both runs are sampled alike (the sampler itself keeps the GPUs awake); the placement check reads
+    # the N-GPU run's smi.csv.
+    smi=$dir/smi.csv; [ "$n" = 1 ] && smi=$dir/smi_n1.csv
+    if command -v nvidia-smi > /dev/null; then smi_sampler "$smi" "$dir/clocks_n$n.csv" & spid=$!; fi
     t=$(now)
     env $(pin "$n") timeout -s INT -k 20 "$budget" $PY -m hybench.orchestrator.cli "${sweep[@]}" --results "$dir/n$n" \
       2>&1 | tee "$dir/sweep_n$n.log"
