@@ -19,6 +19,7 @@ from hybench.engine.kernels.ssd_ref import (
     ssd_scan_chunked_ref,
     ssd_state_update_ref,
 )
+from hybench.engine.kernels.varlen import scan_in_groups
 from hybench.engine.kv_cache import LayerCache
 
 
@@ -62,19 +63,17 @@ class ReferenceAttention:
 
 
 class ReferenceSSM:
-    """Chunked PyTorch scan per sequence for prefill; one batched state update per decode step."""
+    """Chunked PyTorch scan (padded groups of sequences, one sequence at a time within a group) for
+    prefill; one batched state update per decode step."""
 
     name = "torch-ref"
 
     def scan(self, x, b, c, dt, a, meta, initial_states):
-        ys, finals = [], []
-        cu = meta.cu_seqlens_q_host
-        for i in range(len(cu) - 1):
-            sl = slice(cu[i], cu[i + 1])
-            y, final = ssd_scan_chunked_ref(x[sl], b[sl], c[sl], dt[sl], a, initial_states[i])
-            ys.append(y)
-            finals.append(final)
-        return torch.cat(ys), torch.stack(finals)
+        def scan_batch(xs, bs, cs, dts, init):
+            outs = [ssd_scan_chunked_ref(*row, a, state) for *row, state in zip(xs, bs, cs, dts, init)]
+            return torch.stack([y for y, _ in outs]), torch.stack([s for _, s in outs])
+
+        return scan_in_groups(scan_batch, x, b, c, dt, meta.cu_seqlens_q_host, initial_states)
 
     def step(self, cache, meta, dt, a, q):
         k_old, v_old, dt_old = cache.leaving(meta.slots, meta.evict)

@@ -6,8 +6,9 @@ the CUDA extension, so the package is registered without running its __init__ an
 Triton modules are imported.
 Mapping (DESIGN.md section 3): x = v, B = k, C = q, dstate = head_dim. The chunk scan wants one C
 per head, so prefill runs with heads = query heads (v, k, dt, A and the state expanded from the KV
-heads); decode keeps one state per KV head, updates it in place in the pool through
-`state_batch_indices`, and reads it out per query head with one batched matmul.
+heads), on the step's sequences in padded groups (engine.kernels.varlen); decode keeps one state
+per KV head, updates it in place in the pool through `state_batch_indices`, and reads it out per
+query head with one batched matmul.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import types
 import torch
 
 from hybench.engine.context import PrefillMeta
+from hybench.engine.kernels.varlen import scan_in_groups
 
 CHUNK_SIZE = 256
 
@@ -50,22 +52,17 @@ class MambaTritonSSM:
         self._scan, self._update = _load()
 
     def scan(self, x, b, c, dt, a, meta: PrefillMeta, initial_states):
-        heads, groups = c.shape[1], x.shape[1]
-        rep = heads // groups
-        ys, finals = [], []
-        cu = meta.cu_seqlens_q_host
+        rep = c.shape[1] // x.shape[1]
         a_h = a.repeat_interleave(rep)
-        for i in range(len(cu) - 1):
-            sl = slice(cu[i], cu[i + 1])
-            xs = x[sl].repeat_interleave(rep, dim=1)[None].to(c.dtype)
-            bs = b[sl].repeat_interleave(rep, dim=1)[None].to(c.dtype)
-            dts = dt[sl].repeat_interleave(rep, dim=1)[None].float()
-            init = initial_states[i].repeat_interleave(rep, dim=0)[None].float()
-            y, final = self._scan(xs, dts, a_h, bs, c[sl][None], CHUNK_SIZE, initial_states=init,
-                                  return_final_states=True)
-            ys.append(y[0])
-            finals.append(final[0, ::rep])  # heads of a group hold the same state
-        return torch.cat(ys), torch.stack(finals).float()
+
+        def scan_batch(xs, bs, cs, dts, init):  # one kernel call per group of sequences
+            y, final = self._scan(xs.repeat_interleave(rep, dim=2).to(cs.dtype),
+                                  dts.repeat_interleave(rep, dim=2).float(), a_h,
+                                  bs.repeat_interleave(rep, dim=2).to(cs.dtype), cs, CHUNK_SIZE,
+                                  initial_states=init.repeat_interleave(rep, dim=1).float(), return_final_states=True)
+            return y, final[:, ::rep]  # heads of a group hold the same state
+
+        return scan_in_groups(scan_batch, x, b, c, dt, meta.cu_seqlens_q_host, initial_states)
 
     def step(self, cache, meta, dt, a, q):
         b, x, dt_old = cache.leaving(meta.slots, meta.evict)
