@@ -51,11 +51,10 @@ class Attention(nn.Module):
                     cos, sin)
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
         v = qkv[:, self.q_size + self.kv_size:].view(-1, self.num_kv_heads, self.head_dim)
-        dt = self.history.dt(x) if self.history is not None else None
         if ctx.prefill is not None:
-            out = self._prefill(q, k, v, dt, ctx.prefill)
+            out = self._prefill(q, k, v, None if self.history is None else self.history.dt(x), ctx.prefill)
         else:
-            out = self._decode(q, k, v, dt, ctx.decode)
+            out = self._decode(q, k, v, x, ctx.decode)
         return self.o_proj(out.flatten(1))
 
     def _prefill(self, q, k, v, dt, meta: PrefillMeta) -> torch.Tensor:
@@ -81,13 +80,13 @@ class Attention(nn.Module):
         v_slots[meta.write_dst] = v[meta.write_src]
         return out
 
-    def _decode(self, q, k, v, dt, meta: DecodeMeta) -> torch.Tensor:
+    def _decode(self, q, k, v, x, meta: DecodeMeta) -> torch.Tensor:
         cache, layout = self.cache, self.layout
         # The history step reads the slot's old token (leaving the window) before attention's
         # write replaces it with this step's key and value.
         history = None
         if self.history is not None:
-            history = layout.ssm.step(cache, meta, dt, self.history.A, q), self.history.gate
+            history = layout.ssm.step(cache, meta, self.history, x, q), self.history.gate
         return layout.attn.decode(q, k, v, cache, meta, self.scale, history)
 
 

@@ -12,6 +12,7 @@ triton = pytest.importorskip("triton")
 
 from hybench.engine.context import DecodeMeta  # noqa: E402
 from hybench.engine.kernels.fused import gated_add_ref as gated_add  # noqa: E402
+from hybench.engine.history import HistoryBranch  # noqa: E402
 from hybench.engine.kernels import ReferenceSSM  # noqa: E402
 from hybench.engine.kernels.attention_ref import decode_attention_ref  # noqa: E402
 from hybench.engine.kernels import decode_triton as dt_kernels  # noqa: E402
@@ -89,10 +90,12 @@ def test_split_kv_decode_ignores_slots_past_used():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("heads,kv_heads,dim", [(4, 4, 16), (8, 2, 32), (12, 3, 64)])
-def test_write_and_history_step_match_reference(heads, kv_heads, dim, dtype):
-    """The fused step = gathers + state update + read-out + dt write of the reference, in place;
-    rows that evict and rows that do not (their state must stay as it was)."""
+@pytest.mark.parametrize("heads,kv_heads,dim,hidden", [(4, 4, 16, 48), (8, 2, 32, 1100), (12, 3, 64, 256)])
+def test_write_and_history_step_match_reference(heads, kv_heads, dim, hidden, dtype):
+    """The fused step = dt projection + gathers + state update + read-out + dt write of the
+    reference, in place; rows that evict and rows that do not (their state must stay as it was);
+    step sizes across softplus's range (biases from -25 to 25), hidden sizes that are not a power of
+    two or span several blocks."""
     gen = torch.Generator().manual_seed(dim)
     window = 8
     cache = _cache(5, window, kv_heads, dim, dtype, gen, hybrid=True)
@@ -101,14 +104,17 @@ def test_write_and_history_step_match_reference(heads, kv_heads, dim, dtype):
     q = torch.randn(3, heads, dim, generator=gen).to(dtype).to(DEV)
     k = torch.randn(3, kv_heads, dim, generator=gen).to(dtype).to(DEV)
     v = torch.randn(3, kv_heads, dim, generator=gen).to(dtype).to(DEV)
-    dt = (torch.rand(3, kv_heads, generator=gen) * 0.2).to(DEV)
-    a = -torch.rand(kv_heads, generator=gen).to(DEV) * 4 - 0.5
+    x = torch.randn(3, hidden, generator=gen).to(dtype).to(DEV)
+    history = HistoryBranch(hidden, heads, kv_heads, dtype).to(DEV)
+    history.init_seeded(gen)
+    with torch.no_grad():
+        history.dt_bias.copy_(torch.linspace(-25, 25, kv_heads))
 
     ref = _clone(cache)
-    y_ref = ReferenceSSM().step(ref, meta, dt, a, q)
+    y_ref = ReferenceSSM().step(ref, meta, history, x, q)
     ref.write_kv(meta.slots, k, v)
     got = _clone(cache)
-    y = dt_kernels.history_step(got, meta, dt, a, q)
+    y = dt_kernels.history_step(got, meta, history, x, q)
     dt_kernels.write_kv(got, meta.slots, k, v)
 
     tol = 1e-5 if dtype == torch.float32 else 1e-2
@@ -116,7 +122,10 @@ def test_write_and_history_step_match_reference(heads, kv_heads, dim, dtype):
     torch.testing.assert_close(got.state, ref.state, atol=1e-5, rtol=1e-5)
     assert torch.equal(got.state[1], cache.state[1])  # a row not in the batch is untouched
     assert torch.equal(got.state[0], cache.state[0])  # row 0 is at position 3 < W: nothing leaves
-    assert torch.equal(got.dt, ref.dt) and torch.equal(got.k, ref.k) and torch.equal(got.v, ref.v)
+    # this step's dt in its slots (the reference rounds the bf16 projection's output; the kernel does not)
+    torch.testing.assert_close(got.dt, ref.dt, atol=1e-12, rtol=1e-5 if dtype == torch.float32 else 1e-2)
+    assert not torch.equal(got.dt, cache.dt)
+    assert torch.equal(got.k, ref.k) and torch.equal(got.v, ref.v)
 
 
 def test_split_len_fills_the_gpu_and_covers_the_row():

@@ -12,6 +12,7 @@ import sys
 import torch
 
 from hybench.engine.context import DecodeMeta, PrefillMeta
+from hybench.engine.history import HistoryBranch
 from hybench.engine.kernels import ReferenceAttention, ReferenceSSM, decode_triton, flash_torch, mamba_triton
 from hybench.engine.kv_cache import LayerCache
 
@@ -97,13 +98,18 @@ def ssm_cases(results: list) -> None:
                            torch.rand(6, cap, kv_heads, device=DEV) * 0.1, torch.randn(6, kv_heads, d, d, device=DEV))
         rows, pos = torch.tensor([4, 1, 5], device=DEV), torch.tensor([45, 3, 40], device=DEV)
         meta = DecodeMeta(rows, rows * cap + pos % cap, (pos >= window).long(), None, None, None)
+        history = HistoryBranch(2048, heads, kv_heads, BF16).to(DEV)
+        history.init_seeded(torch.Generator().manual_seed(heads))
+        hidden = torch.randn(3, 2048, device=DEV, dtype=BF16)
         ref_cache = clone(cache)
-        y_ref = ref.step(ref_cache, meta, dt[:3], a, c[:3])
+        y_ref = ref.step(ref_cache, meta, history, hidden, c[:3])
         for backend in step_backends:
             got = clone(cache)
-            y = backend.step(got, meta, dt[:3], a, c[:3])
-            results.append((f"{backend.name} step H={heads} Hkv={kv_heads} y", rel_err(y, y_ref)))
-            results.append((f"{backend.name} step H={heads} Hkv={kv_heads} state pool", rel_err(got.state, ref_cache.state)))
+            y = backend.step(got, meta, history, hidden, c[:3])
+            name = f"{backend.name} step H={heads} Hkv={kv_heads}"
+            results.append((f"{name} y", rel_err(y, y_ref)))
+            results.append((f"{name} state pool", rel_err(got.state, ref_cache.state)))
+            results.append((f"{name} dt ring", rel_err(got.dt, ref_cache.dt)))
 
 
 def fused_cases(results: list) -> None:

@@ -7,7 +7,7 @@ oracle the fast backends are tested against.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -21,6 +21,9 @@ from hybench.engine.kernels.ssd_ref import (
 )
 from hybench.engine.kernels.varlen import scan_in_groups
 from hybench.engine.kv_cache import LayerCache
+
+if TYPE_CHECKING:  # history imports the fused ops of this package
+    from hybench.engine.history import HistoryBranch
 
 
 class AttentionBackend(Protocol):
@@ -41,11 +44,12 @@ class SSMBackend(Protocol):
     def scan(self, x: torch.Tensor, b: torch.Tensor, c: torch.Tensor, dt: torch.Tensor, a: torch.Tensor,
              meta: PrefillMeta, initial_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def step(self, cache: LayerCache, meta: DecodeMeta, dt: torch.Tensor, a: torch.Tensor,
+    def step(self, cache: LayerCache, meta: DecodeMeta, history: HistoryBranch, x: torch.Tensor,
              q: torch.Tensor) -> torch.Tensor:
         """Absorb the token each row's slot holds where `meta.evict` (it leaves the window now) into
-        the row's state, store this step's dt in the slot, and return y = S q [B, H, D]. Runs
-        before `AttentionBackend.decode` overwrites the slot's key and value."""
+        the row's state, store this step's dt (`history.dt(x)`, x the layer input) in the slot, and
+        return y = S q [B, H, D]. Runs before `AttentionBackend.decode` overwrites the slot's key and
+        value."""
 
 
 class ReferenceAttention:
@@ -75,11 +79,11 @@ class ReferenceSSM:
 
         return scan_in_groups(scan_batch, x, b, c, dt, meta.cu_seqlens_q_host, initial_states)
 
-    def step(self, cache, meta, dt, a, q):
+    def step(self, cache, meta, history, x, q):
         k_old, v_old, dt_old = cache.leaving(meta.slots, meta.evict)
-        new = ssd_state_update_ref(cache.state[meta.rows], v_old, k_old, dt_old, a)
+        new = ssd_state_update_ref(cache.state[meta.rows], v_old, k_old, dt_old, history.A)
         cache.state[meta.rows] = new
-        cache.dt.view(-1, cache.dt.shape[-1])[meta.slots] = dt
+        cache.dt.view(-1, cache.dt.shape[-1])[meta.slots] = history.dt(x)
         return ssd_readout_ref(new, q)
 
 

@@ -10,8 +10,8 @@ Slot order does not matter (RoPE is in the keys), so a row is just its first `us
 
 History step: one program per (sequence, KV head) reads the token leaving the window from its cache
 slot, updates the fp32 state in place (S <- exp(dt A) S + dt v k^T), reads it out for the group's
-query heads (y = S q) and stores this step's dt in the slot: the reference's gathers, update,
-read-out and write in one kernel.
+query heads (y = S q), and computes this step's dt from the layer input (softplus(w . x + b)) and
+stores it in the slot: the reference's dt projection, gathers, update, read-out and write in one kernel.
 
 Each op has a PyTorch reference in `engine.kernels` (ReferenceAttention.decode, ReferenceSSM.step);
 tests run these kernels against them in Triton's interpreter on CPU, docs/benchmarks/gpu_parity.py
@@ -144,26 +144,37 @@ if triton is not None:
         tl.store(OUT + b * stride_outb + h * stride_outh + d, out.to(OUT.dtype.element_ty))
 
     @triton.jit
-    def _history_step_kernel(STATE, ROWS, SLOTS, EVICT, K_FLAT, V_FLAT, DT_FLAT, DT_NEW, A, Q, Y,
-                             stride_sr, stride_sh, stride_cs, stride_ch, stride_dts, stride_dtb,
+    def _history_step_kernel(STATE, ROWS, SLOTS, EVICT, K_FLAT, V_FLAT, DT_FLAT, X, W, BIAS, A_LOG, Q, Y,
+                             stride_sr, stride_sh, stride_cs, stride_ch, stride_dts, stride_xb, stride_wh,
                              stride_qb, stride_qh, stride_yb, stride_yh,
-                             G: tl.constexpr, D: tl.constexpr):
+                             G: tl.constexpr, D: tl.constexpr, HIDDEN: tl.constexpr, BLOCK_H: tl.constexpr):
         b = tl.program_id(0)
         kvh = tl.program_id(1)
         row = tl.load(ROWS + b).to(tl.int64)
         slot = tl.load(SLOTS + b)
         evict = tl.load(EVICT + b)
+        # This token's step size: softplus(w . x + bias), the projection accumulated in fp32.
+        acc = tl.zeros([BLOCK_H], tl.float32)
+        for h0 in range(0, HIDDEN, BLOCK_H):
+            h = h0 + tl.arange(0, BLOCK_H)
+            xh = tl.load(X + b * stride_xb + h, mask=h < HIDDEN, other=0.0).to(tl.float32)
+            acc += xh * tl.load(W + kvh * stride_wh + h, mask=h < HIDDEN, other=0.0).to(tl.float32)
+        z = tl.sum(acc, 0) + tl.load(BIAS + kvh)
+        u = tl.exp(tl.minimum(z, 20.0))
+        w1 = 1.0 + u
+        log1p_u = tl.where(w1 == 1.0, u, tl.log(w1) * u / tl.where(w1 == 1.0, 1.0, w1 - 1.0))  # log1p, tiny u too
+        dt_new = tl.where(z > 20.0, z, log1p_u)  # torch's softplus (threshold 20)
+        a = -tl.exp(tl.load(A_LOG + kvh))
         p = tl.arange(0, D)  # value index (state rows)
         n = tl.arange(0, D)  # key index (state columns)
         k_old = tl.load(K_FLAT + slot * stride_cs + kvh * stride_ch + n).to(tl.float32)
         v_old = tl.load(V_FLAT + slot * stride_cs + kvh * stride_ch + p).to(tl.float32)
         dt_old = tl.load(DT_FLAT + slot * stride_dts + kvh)
         dt_old = tl.where(evict != 0, dt_old, 0.0)
-        a = tl.load(A + kvh)
         s_ptr = STATE + row * stride_sr + kvh * stride_sh + p[:, None] * D + n[None, :]
         state = tl.load(s_ptr) * tl.exp(dt_old * a) + dt_old * v_old[:, None] * k_old[None, :]
         tl.store(s_ptr, state)
-        tl.store(DT_FLAT + slot * stride_dts + kvh, tl.load(DT_NEW + b * stride_dtb + kvh))
+        tl.store(DT_FLAT + slot * stride_dts + kvh, dt_new)
         for r in tl.static_range(G):
             head = kvh * G + r
             q = tl.load(Q + b * stride_qb + head * stride_qh + n).to(tl.float32)
@@ -204,7 +215,8 @@ def split_kv_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         q, k_cache, v_cache, rows, used, o_part, lse, y, gate, scale * 1.4426950408889634,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         o_part.stride(0), o_part.stride(1), o_part.stride(2), lse.stride(0), lse.stride(1), y.stride(0), y.stride(1),
-        ONE_SPLIT=splits == 1, HAS_Y=history is not None, G=group, BLOCK_G=max(16, triton.next_power_of_2(group)), D=dim, SPLIT_LEN=split_len, BLOCK=BLOCK_N,
+        ONE_SPLIT=splits == 1, HAS_Y=history is not None, G=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
+        D=dim, SPLIT_LEN=split_len, BLOCK=BLOCK_N,
         DOT_DTYPE=dot_dtype, PRECISION="ieee" if dot_dtype == tl.float32 else "tf32",
     )
     if splits == 1:
@@ -217,20 +229,22 @@ def split_kv_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     return out
 
 
-def history_step(cache: LayerCache, meta: DecodeMeta, dt: torch.Tensor, a: torch.Tensor,
-                 q: torch.Tensor) -> torch.Tensor:
-    """The SSMBackend.step contract (engine.kernels) in one kernel; the state is updated in place."""
+def history_step(cache: LayerCache, meta: DecodeMeta, history, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The SSMBackend.step contract (engine.kernels) in one kernel, dt projection included; the state
+    is updated in place."""
     batch, heads, dim = q.shape
     kv_heads = cache.k.shape[2]
     k_flat, v_flat = cache.k.view(-1, kv_heads, dim), cache.v.view(-1, kv_heads, dim)
     dt_flat = cache.dt.view(-1, kv_heads)
-    assert q.stride(-1) == 1 and dt.dtype == torch.float32 and dt.stride(-1) == 1
+    weight, hidden = history.dt_proj.weight, x.shape[1]
+    assert q.stride(-1) == 1 and x.stride(-1) == 1 and weight.stride(-1) == 1
     y = torch.empty((batch, heads, dim), dtype=q.dtype, device=q.device)
     state = cache.state
     _history_step_kernel[(batch, kv_heads)](
-        state, meta.rows, meta.slots, meta.evict, k_flat, v_flat, dt_flat, dt, a.float().contiguous(), q, y,
-        state.stride(0), state.stride(1), k_flat.stride(0), k_flat.stride(1), dt_flat.stride(0), dt.stride(0),
-        q.stride(0), q.stride(1), y.stride(0), y.stride(1), G=heads // kv_heads, D=dim,
+        state, meta.rows, meta.slots, meta.evict, k_flat, v_flat, dt_flat, x, weight, history.dt_bias,
+        history.A_log, q, y, state.stride(0), state.stride(1), k_flat.stride(0), k_flat.stride(1),
+        dt_flat.stride(0), x.stride(0), weight.stride(0), q.stride(0), q.stride(1), y.stride(0), y.stride(1),
+        G=heads // kv_heads, D=dim, HIDDEN=hidden, BLOCK_H=min(1024, triton.next_power_of_2(hidden)),
         num_warps=4 if dim <= 64 else 8,
     )
     return y
@@ -262,5 +276,5 @@ class FusedStepSSM:
     def scan(self, x, b, c, dt, a, meta, initial_states):
         return self._scan.scan(x, b, c, dt, a, meta, initial_states)
 
-    def step(self, cache, meta, dt, a, q):
-        return history_step(cache, meta, dt, a, q)
+    def step(self, cache, meta, history, x, q):
+        return history_step(cache, meta, history, x, q)

@@ -64,17 +64,17 @@ class MambaTritonSSM:
 
         return scan_in_groups(scan_batch, x, b, c, dt, meta.cu_seqlens_q_host, initial_states)
 
-    def step(self, cache, meta, dt, a, q):
-        b, x, dt_old = cache.leaving(meta.slots, meta.evict)
+    def step(self, cache, meta, history, x, q):
+        k_old, v_old, dt_old = cache.leaving(meta.slots, meta.evict)
         states, rows = cache.state, meta.rows
-        groups, dim = x.shape[1], x.shape[2]
-        zeros = torch.zeros(groups, dim, device=x.device, dtype=torch.float32)
-        # C = b is a placeholder: the kernel's per-group read-out cannot serve GQA, done below instead.
+        groups, dim = v_old.shape[1], v_old.shape[2]
+        zeros = torch.zeros(groups, dim, device=q.device, dtype=torch.float32)
+        # C = B is a placeholder: the kernel's per-group read-out cannot serve GQA, done below instead.
         self._update(
-            states, x, dt_old[:, :, None].expand(-1, -1, dim), a[:, None, None].expand(groups, dim, dim),
-            b, b, D=zeros, dt_bias=zeros, state_batch_indices=rows.to(torch.int32),
+            states, v_old, dt_old[:, :, None].expand(-1, -1, dim), history.A[:, None, None].expand(groups, dim, dim),
+            k_old, k_old, D=zeros, dt_bias=zeros, state_batch_indices=rows.to(torch.int32),
         )
-        cache.dt.view(-1, groups)[meta.slots] = dt
+        cache.dt.view(-1, groups)[meta.slots] = history.dt(x)
         cg = q.float().view(q.shape[0], groups, -1, q.shape[2])  # [B, G, R, N]
         y = torch.matmul(cg, states[rows].transpose(-1, -2))  # [B, G, R, P]
         return y.view(q.shape[0], -1, dim).to(q.dtype)
