@@ -5,6 +5,7 @@ token at position p of the sequence in cache row r goes to slot r * C + p % C.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from hybench.engine.config import EngineConfig
@@ -127,15 +128,23 @@ class ModelRunner:
         cap, hw = self.capacity, self.history_window
         n = len(batch.seqs)
         size = pad_to or n
-        ids = [seq.last_token for seq in batch.seqs] + [0] * (size - n)
-        pos = [seq.num_tokens - 1 for seq in batch.seqs] + [0] * (size - n)
-        rows = [seq.row for seq in batch.seqs] + [scratch_row] * (size - n)
-        slots = [r * cap + p % cap for r, p in zip(rows, pos)]
-        evict = [int(hw is not None and p >= hw) for p in pos]
-        used = [min(p + 1, cap) for p in pos] + [0]
-        starts = [r * cap for r in rows] + [rows[-1] * cap + cap]
-        return (torch.tensor([ids, pos, rows, slots, evict]),
-                torch.tensor([used, starts, list(range(0, (size + 1) * self.group, self.group))], dtype=torch.int32))
+        # numpy from three Python lists, then vector arithmetic: the host builds this every step.
+        packed = np.zeros((5, size), dtype=np.int64)
+        packed[0, :n] = [seq.last_token for seq in batch.seqs]
+        packed[1, :n] = [seq.num_tokens - 1 for seq in batch.seqs]
+        packed[2, :n] = [seq.row for seq in batch.seqs]
+        packed[2, n:] = scratch_row
+        pos, rows = packed[1], packed[2]
+        packed[3] = rows * cap + pos % cap
+        if hw is not None:
+            packed[4] = pos >= hw
+        meta = np.empty((3, size + 1), dtype=np.int32)
+        meta[0, :size] = np.minimum(pos + 1, cap)
+        meta[0, size] = 0
+        meta[1, :size] = rows * cap
+        meta[1, size] = rows[-1] * cap + cap
+        meta[2] = np.arange(size + 1, dtype=np.int32) * self.group
+        return torch.from_numpy(packed), torch.from_numpy(meta)
 
     @staticmethod
     def decode_context(packed64: torch.Tensor, packed32: torch.Tensor) -> tuple[torch.Tensor, StepContext]:
