@@ -5,6 +5,7 @@ the measured numbers; a test checks they equal the bytes the KV cache really all
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -59,3 +60,13 @@ class SequenceMemory:
 
     def sequence_bytes(self, tokens: int) -> int:
         return self.kv_bytes(tokens) + self.state_bytes() + self.dt_ring_bytes(tokens)
+
+    def held_bytes(self, token_counts: Iterable[int]) -> tuple[int, int]:
+        """(all bytes, K/V bytes) of sequences holding these token counts: the sums of
+        `sequence_bytes` and `kv_bytes` in one pass, cheap enough for every engine step."""
+        kept = count = 0
+        for tokens in token_counts:
+            kept += tokens if self.window is None else min(tokens, self.window)
+            count += 1
+        kv = self.kv_bytes(1) * kept
+        return kv + count * self.state_bytes() + self.dt_ring_bytes(1) * kept, kv

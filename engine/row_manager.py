@@ -42,11 +42,11 @@ class RowManager:
         self.give_back(seq.row)
         seq.row = None
 
-    def used_bytes(self) -> int:
-        """Analytic bytes the running sequences hold now (kv + history state + dt ring)."""
-        return sum(self.memory.sequence_bytes(seq.num_cached) for seq in self._holders.values())
+    def used_bytes(self) -> tuple[int, int]:
+        """Analytic bytes the running sequences hold now: (kv + history state + dt ring, kv alone)."""
+        return self.memory.held_bytes(seq.num_cached for seq in self._holders.values())
 
     def record_peak(self) -> None:
-        self.peak_bytes = max(self.peak_bytes, self.used_bytes())
-        kv = sum(self.memory.kv_bytes(seq.num_cached) for seq in self._holders.values())
+        total, kv = self.used_bytes()
+        self.peak_bytes = max(self.peak_bytes, total)
         self.peak_kv_bytes = max(self.peak_kv_bytes, kv)

@@ -21,8 +21,8 @@ class StepCost:
     def decode_bytes(self, context_lens: list[int]) -> int:
         """Weights + every sequence's K/V (up to its kept tokens) + history state read and written."""
         m = self.memory
-        state = 2 * m.state_bytes() + m.dt_ring_bytes(1)
-        return self.weight_bytes + sum(m.kv_bytes(n) + state for n in context_lens)
+        kv = m.held_bytes(context_lens)[1]
+        return self.weight_bytes + kv + len(context_lens) * (2 * m.state_bytes() + m.dt_ring_bytes(1))
 
     def prefill_flops(self, chunks: list[tuple[int, int]]) -> float:
         """chunks: (tokens cached before the chunk, chunk tokens) per sequence."""

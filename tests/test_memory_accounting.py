@@ -38,6 +38,12 @@ def test_formulas_of_design_section_4():
     assert full.sequence_bytes(t) == layers * 2 * hkv * d * 2 * t
     assert sliding.sequence_bytes(t) == layers * 2 * hkv * d * 2 * w
     assert hybrid.sequence_bytes(t) == layers * (2 * hkv * d * 2 * w + hkv * d * d * 4 + hkv * 4 * w)
+    # the per-step sums (peak tracking, decode bytes) equal the per-sequence formulas
+    counts = [1, w - 1, w, w + 1, t, 37]
+    for mem in (full, sliding, hybrid):
+        assert mem.held_bytes(counts) == (sum(mem.sequence_bytes(n) for n in counts),
+                                          sum(mem.kv_bytes(n) for n in counts))
+        assert mem.held_bytes([]) == (0, 0)
     # at input 8192, window 2048 both windowed configs fit >= 3.5x as many sequences in one budget
     budget = 40 * GIB
     rows = {}
