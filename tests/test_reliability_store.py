@@ -101,6 +101,38 @@ def test_a_store_that_cannot_be_written_is_one_clear_error(tmp_path):
     assert (tmp_path / "store").read_text() == "a file where the store should be"
 
 
+class _VanishingEntries:
+    """A filesystem whose listing fails `failures` times with ENOENT, as a walk does when a writer
+    renames an entry under it, then lists normally."""
+
+    def __init__(self, fs, failures: int) -> None:
+        self.fs, self.failures = fs, failures
+
+    def get_file_info(self, selector):
+        if self.failures:
+            self.failures -= 1
+            raise FileNotFoundError(errno.ENOENT, "Cannot list directory", selector.base_dir)
+        return self.fs.get_file_info(selector)
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+
+@pytest.mark.parametrize("failures, lists", [(1, True), (store_module.LIST_ATTEMPTS - 1, True),
+                                             (store_module.LIST_ATTEMPTS, False)])
+def test_listing_during_writes_retries_a_vanished_entry(tmp_path, failures, lists):
+    """Readers (a re-run's skip check, `hybench query`, a polling test) list while writers rename:
+    a transient ENOENT is listed again; one that persists is one clear error."""
+    store = ResultStore(str(tmp_path / "store"))
+    store.write_result(PARTITION, JOB, *_tables("x"))
+    store.fs = _VanishingEntries(store.fs, failures)
+    if lists:
+        assert store.completed_job_ids() == {JOB}
+    else:
+        with pytest.raises(StoreError, match=r"^cannot list .*store/requests: "):
+            store.completed_job_ids()
+
+
 # -- writers killed mid-write ------------------------------------------------------------------------
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -40,6 +40,7 @@ TABLES = ("requests", "jobs")
 SUCCESS_SUFFIX = "._SUCCESS"
 ATTEMPT_KEY = b"hybench.attempt"  # Parquet key-value metadata: the attempt that wrote the file
 STALE_TEMP_S = 24 * 3600  # a temporary file this old, or of a dead writer on this host, is garbage
+LIST_ATTEMPTS = 3  # listings retried when a concurrent writer renames an entry under the walk
 
 
 @functools.cache
@@ -206,10 +207,15 @@ class ResultStore:
     def files(self, table: str) -> list[StoredFile]:
         """Every complete-looking file of a table (not yet checked for corruption)."""
         selector = pafs.FileSelector(self.table_root(table), recursive=True, allow_not_found=True)
-        try:
-            infos = self.fs.get_file_info(selector)
-        except OSError as exc:
-            raise StoreError(f"cannot list {self.display(self.table_root(table))}: {exc}") from None
+        for attempt in range(LIST_ATTEMPTS):
+            try:
+                infos = self.fs.get_file_info(selector)
+                break
+            except FileNotFoundError as exc:  # an entry went away mid-walk (a writer's rename): list again
+                if attempt == LIST_ATTEMPTS - 1:
+                    raise StoreError(f"cannot list {self.display(self.table_root(table))}: {exc}") from None
+            except OSError as exc:
+                raise StoreError(f"cannot list {self.display(self.table_root(table))}: {exc}") from None
         names = {info.path for info in infos if info.type == pafs.FileType.File}
         out = []
         for path in sorted(names):
