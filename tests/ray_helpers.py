@@ -18,6 +18,8 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 # of the loopback the test clusters listen on, and hangs.
 ray_constants.ENABLE_RAY_CLUSTER = False
 
+from ray.cluster_utils import Cluster  # noqa: E402
+
 from hybench.orchestrator.sweep import expand, resolve  # noqa: E402
 from hybench.workers.job_spec import JobSpec  # noqa: E402
 from hybench.workers.store import ResultStore  # noqa: E402
@@ -67,6 +69,21 @@ def wait_for_done(results: str, count: int, proc: subprocess.Popen, timeout: flo
         assert proc.poll() is None, f"sweep ended before {count} jobs were done:\n{proc.stdout.read()}"
         time.sleep(0.1)
     raise AssertionError(f"fewer than {count} jobs done after {timeout} s")
+
+
+NODE = {"num_cpus": 1, "num_gpus": 1, "node_ip_address": "127.0.0.1"}  # a worker node with one fake GPU
+
+
+def loopback_cluster(nodes: int) -> Cluster:
+    """A head with no resources and `nodes` fake-GPU nodes, all on loopback; a removed node is
+    noticed within seconds."""
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
+    for _ in range(nodes):
+        cluster.add_node(**NODE)
+    cluster.wait_for_nodes()
+    return cluster
 
 
 def settled_done(results: str, quiet: float = 3.0, timeout: float = 60) -> set[str]:

@@ -17,14 +17,11 @@ import time
 
 import pytest
 from chaos_helpers import Chaos, WorkerKiller, audit, job_worker_pids, kill, raylet_pid, show
-from ray_helpers import TINY_ARGS, run_cli, start_cli, table_rows, tiny_specs
-
-from ray.cluster_utils import Cluster
+from ray_helpers import NODE, TINY_ARGS, loopback_cluster, run_cli, start_cli, table_rows, tiny_specs
 
 from hybench.workers.store import ResultStore
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="finds and kills processes via /proc")
-NODE = {"num_cpus": 1, "num_gpus": 1, "node_ip_address": "127.0.0.1"}
 # 60 jobs: 12 input lengths x (full + sliding and hybrid at two windows), each a few tenths of a second.
 CHAOS_LENGTHS = tuple(range(32, 128, 8))
 CHAOS_ARGS = [*TINY_ARGS, "--windows", "16,24", "--input-lengths", ",".join(map(str, CHAOS_LENGTHS)),
@@ -50,12 +47,7 @@ def chaos(tmp_path_factory):
 def cluster(chaos):
     saved = {key: os.environ.get(key) for key in chaos.env()}
     os.environ.update(chaos.env())  # the raylets, and so every worker, inherit it
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False,
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
-    for _ in range(3):
-        cluster.add_node(**NODE)
-    cluster.wait_for_nodes()
+    cluster = loopback_cluster(3)
     yield cluster
     cluster.shutdown()
     for key, value in saved.items():

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from ray_helpers import (KILL_ARGS, TINY_ARGS, deterministic, job_files, run_cli, start_cli, table_rows, tiny_specs,
-                         wait_for_done)
-
-from ray.cluster_utils import Cluster
+from ray_helpers import (KILL_ARGS, NODE, TINY_ARGS, deterministic, job_files, loopback_cluster, run_cli, start_cli,
+                         table_rows, tiny_specs, wait_for_done)
 
 from hybench.orchestrator.driver import DriverOptions, run_sweep
 from hybench.workers.store import ResultStore
 
-NODE = {"num_cpus": 1, "num_gpus": 1, "node_ip_address": "127.0.0.1"}
-
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False,
-        # notice a removed node within seconds
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
-    for _ in range(2):
-        cluster.add_node(**NODE)
-    cluster.wait_for_nodes()
+    cluster = loopback_cluster(2)
     yield cluster
     cluster.shutdown()
 
