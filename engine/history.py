@@ -4,7 +4,8 @@ DESIGN.md section 3. When token j leaves the window (at query position j + W), i
 value are absorbed: S <- exp(dt_j A) S + dt_j v_j k_j^T, with dt_j = softplus(w . x_j + b) > 0 from
 token j's layer input (kept in a ring beside its KV entry) and A = -exp(A_log) < 0, both per KV
 head. The dt projection runs in the model's dtype like every other projection (an fp32 matmul with
-N = Hkv is a slow cuBLAS path on GPUs); its bias, the recurrence and the state stay fp32. Query t reads y_t = S q_t (q after RoPE, as attention sees it) and the layer adds
+N = Hkv is a slow cuBLAS path on GPUs); its bias, the recurrence and the state stay fp32. Query t
+reads y_t = S q_t (q after RoPE, as attention sees it) and the layer adds
 sigmoid(gate) * y_t per query head. One state per KV head; query heads of a group share it.
 Parameters are fp32 and, for pretrained checkpoints, initialised from a seed (Mamba-2's ranges).
 """

@@ -64,9 +64,7 @@ class SequenceMemory:
     def held_bytes(self, token_counts: Iterable[int]) -> tuple[int, int]:
         """(all bytes, K/V bytes) of sequences holding these token counts: the sums of
         `sequence_bytes` and `kv_bytes` in one pass, cheap enough for every engine step."""
-        kept = count = 0
-        for tokens in token_counts:
-            kept += tokens if self.window is None else min(tokens, self.window)
-            count += 1
+        counts = list(token_counts)
+        kept = sum(map(self.kv_tokens, counts))
         kv = self.kv_bytes(1) * kept
-        return kv + count * self.state_bytes() + self.dt_ring_bytes(1) * kept, kv
+        return kv + len(counts) * self.state_bytes() + self.dt_ring_bytes(1) * kept, kv

@@ -46,7 +46,8 @@ class TorchFlashAttention:
         kv_heads = k_cache.shape[2]
         group = heads // kv_heads
         packed = q.view(batch, kv_heads, group, dim).transpose(1, 2).reshape(batch * group, kv_heads, dim)
-        out = _flash(packed, k_cache.view(-1, kv_heads, dim), v_cache.view(-1, kv_heads, dim), meta.query_starts, meta.row_starts, group, k_cache.shape[1], False,
+        out = _flash(packed, k_cache.view(-1, kv_heads, dim), v_cache.view(-1, kv_heads, dim), meta.query_starts,
+                     meta.row_starts, group, k_cache.shape[1], False,
                      scale, -1, seqused_k=meta.used)
         out = out.view(batch, group, kv_heads, dim).transpose(1, 2).reshape(batch, heads, dim)
         return out if history is None else gated_add(out, *history)
