@@ -13,6 +13,7 @@ import torch
 
 from hybench.engine.context import DecodeMeta, PrefillMeta
 from hybench.engine.kernels.attention_ref import decode_attention_ref, prefill_attention_ref
+from hybench.engine.kernels.compile_caches import pin_triton_caches
 from hybench.engine.kernels.fused import gated_add
 from hybench.engine.kernels.ssd_ref import (
     ssd_readout_ref,
@@ -24,6 +25,9 @@ from hybench.engine.kv_cache import LayerCache
 
 if TYPE_CHECKING:  # history imports the fused ops of this package
     from hybench.engine.history import HistoryBranch
+
+# Every kernel module's import runs this package first; torch.compile and mamba-ssm build kernels later.
+pin_triton_caches()
 
 
 class AttentionBackend(Protocol):
