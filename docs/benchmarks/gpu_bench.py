@@ -39,7 +39,7 @@ def emit(text: str = "") -> None:
     lines.append(text)
 
 
-def decode_vs_roofline(model, window: int, quick: bool) -> None:
+def decode_vs_roofline(model, window: int, quick: bool, configs=CONFIGS, kernel_sets=("triton", "flash2")) -> None:
     """Each config with hybench's Triton decode kernels, and again on FlashAttention-2's decode +
     mamba-ssm's step (the previous fast path), in the same run."""
     bw = device_info.copy_bandwidth_gbs(DEV) * 1e9
@@ -47,9 +47,9 @@ def decode_vs_roofline(model, window: int, quick: bool) -> None:
     emit("| decode kernels | config | batch | context | step ms (median) | roofline ms | ratio | target |")
     emit("|---|---|---|---|---|---|---|---|")
     cases = [(1, 1024, 1.25), (64, 4096, 1.35)]
-    for kernels in ("triton", "flash2"):
+    for kernels in kernel_sets:
         with triton_decode(kernels == "triton"):
-            for kind in CONFIGS:
+            for kind in configs:
                 for batch, context, target in cases:
                     out_len = 32 if quick else 96
                     cfg = EngineConfig(model=model.config, attention=kind, window=window,
@@ -189,8 +189,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller workloads, for a smoke run")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--sections", default="decode,prefill,profile,hf,concurrency,long")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="configs of the decode and profile sections")
+    parser.add_argument("--decode-kernels", default="triton,flash2",
+                        help="decode section: hybench's Triton kernels, the previous fast path, or both")
     args = parser.parse_args()
     sections = args.sections.split(",")
+    configs = tuple(args.configs.split(","))
     emit(f"# GPU benchmark: {torch.cuda.get_device_name(DEV)}, {dt.date.today()}, torch {torch.__version__}")
     model = build_model(resolve_model(MODEL, "dummy"), DEV, torch.bfloat16, 131072, seed=0)
     from hybench.engine.kernels import select_backends
@@ -199,13 +203,13 @@ def main() -> int:
     store = ResultStore(os.path.join("/tmp", f"bench-{int(time.time())}"))
     models = ModelCache()
     if "decode" in sections:
-        decode_vs_roofline(model, window=512, quick=args.quick)
+        decode_vs_roofline(model, 512, args.quick, configs, tuple(args.decode_kernels.split(",")))
     if "prefill" in sections:
         prefill_mfu(model)
     if "profile" in sections:
-        decode_profile(model, 1, 1024)
+        decode_profile(model, 1, 1024, configs)
     if "profile64" in sections:
-        decode_profile(model, 64, 4096, ("sliding", "hybrid"))
+        decode_profile(model, 64, 4096, tuple(c for c in configs if c != "full"))
     del model
     torch.cuda.empty_cache()
     if "hf" in sections:
