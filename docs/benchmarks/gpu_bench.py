@@ -39,7 +39,8 @@ def emit(text: str = "") -> None:
     lines.append(text)
 
 
-def decode_vs_roofline(model, window: int, quick: bool, configs=CONFIGS, kernel_sets=("triton", "flash2")) -> None:
+def decode_vs_roofline(model, window: int, quick: bool, configs: tuple[str, ...] = CONFIGS,
+                       kernel_sets: tuple[str, ...] = ("triton", "flash2")) -> None:
     """Each config with hybench's Triton decode kernels, and again on FlashAttention-2's decode +
     mamba-ssm's step (the previous fast path), in the same run."""
     bw = device_info.copy_bandwidth_gbs(DEV) * 1e9
@@ -191,10 +192,13 @@ def main() -> int:
     parser.add_argument("--sections", default="decode,prefill,profile,hf,concurrency,long")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="configs of the decode and profile sections")
     parser.add_argument("--decode-kernels", default="triton,flash2",
-                        help="decode section: hybench's Triton kernels, the previous fast path, or both")
+                        help="decode section: hybench's Triton kernels (triton), the previous fast path (flash2), or both")
     args = parser.parse_args()
     sections = args.sections.split(",")
     configs = tuple(args.configs.split(","))
+    kernel_sets = tuple(args.decode_kernels.split(","))
+    if not set(configs) <= set(CONFIGS) or not set(kernel_sets) <= {"triton", "flash2"}:
+        parser.error(f"--configs takes {','.join(CONFIGS)}; --decode-kernels takes triton,flash2")
     emit(f"# GPU benchmark: {torch.cuda.get_device_name(DEV)}, {dt.date.today()}, torch {torch.__version__}")
     model = build_model(resolve_model(MODEL, "dummy"), DEV, torch.bfloat16, 131072, seed=0)
     from hybench.engine.kernels import select_backends
@@ -203,7 +207,7 @@ def main() -> int:
     store = ResultStore(os.path.join("/tmp", f"bench-{int(time.time())}"))
     models = ModelCache()
     if "decode" in sections:
-        decode_vs_roofline(model, 512, args.quick, configs, tuple(args.decode_kernels.split(",")))
+        decode_vs_roofline(model, 512, args.quick, configs, kernel_sets)
     if "prefill" in sections:
         prefill_mfu(model)
     if "profile" in sections:
