@@ -37,6 +37,11 @@ cd "$(dirname "$0")/../.."
 # environment, and the driver also passes these three to its actors (workers/actor.py FORWARDED_ENV).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+# Python found no bytecode for the device image's packages: every process compiled about 2,300 modules
+# from source (the cProfile runs of docs/benchmarks/warmup_probe.sh). Keep the first process's bytecode
+# in a writable folder for the next ones (Ray's workers inherit this too).
+export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/pycache}
+unset PYTHONDONTWRITEBYTECODE
 
 OUT=${OUT:-/tmp/multi_gpu_out}
 WORK=${WORK:-/tmp/multi_gpu}
