@@ -74,10 +74,9 @@ class Attention(nn.Module):
                                        self.history.A, meta, init)
             cache.state[meta.rows] = final
             out = self.history.mix(out, y)
-            cache.dt.view(-1, self.num_kv_heads)[meta.write_dst] = dt[meta.write_src]
+            cache.write_dt(meta.write_dst, dt[meta.write_src])
         # Write after reading: the chunk may overwrite ring slots that held its own context.
-        k_slots[meta.write_dst] = k[meta.write_src]
-        v_slots[meta.write_dst] = v[meta.write_src]
+        cache.write_kv(meta.write_dst, k[meta.write_src], v[meta.write_src])
         return out
 
     def _decode(self, q, k, v, x, meta: DecodeMeta) -> torch.Tensor:

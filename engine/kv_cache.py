@@ -27,6 +27,10 @@ class LayerCache:
         self.k.view(-1, *self.k.shape[2:])[slots] = k
         self.v.view(-1, *self.v.shape[2:])[slots] = v
 
+    def write_dt(self, slots: torch.Tensor, dt: torch.Tensor) -> None:
+        """Store one token's history step sizes [Hkv] per slot, beside its key and value."""
+        self.dt.view(-1, self.dt.shape[-1])[slots] = dt
+
     def leaving(self, slots: torch.Tensor, evict: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(k, v, dt) held in `slots` before they are overwritten: the tokens leaving the window.
         dt is 0 where `evict` is 0, which leaves a state unchanged (decay 1, nothing added)."""

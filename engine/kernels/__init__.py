@@ -87,7 +87,7 @@ class ReferenceSSM:
         k_old, v_old, dt_old = cache.leaving(meta.slots, meta.evict)
         new = ssd_state_update_ref(cache.state[meta.rows], v_old, k_old, dt_old, history.A)
         cache.state[meta.rows] = new
-        cache.dt.view(-1, cache.dt.shape[-1])[meta.slots] = history.dt(x)
+        cache.write_dt(meta.slots, history.dt(x))
         return ssd_readout_ref(new, q)
 
 

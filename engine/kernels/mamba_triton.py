@@ -74,7 +74,7 @@ class MambaTritonSSM:
             states, v_old, dt_old[:, :, None].expand(-1, -1, dim), history.A[:, None, None].expand(groups, dim, dim),
             k_old, k_old, D=zeros, dt_bias=zeros, state_batch_indices=rows.to(torch.int32),
         )
-        cache.dt.view(-1, groups)[meta.slots] = history.dt(x)
+        cache.write_dt(meta.slots, history.dt(x))
         cg = q.float().view(q.shape[0], groups, -1, q.shape[2])  # [B, G, R, N]
         y = torch.matmul(cg, states[rows].transpose(-1, -2))  # [B, G, R, P]
         return y.view(q.shape[0], -1, dim).to(q.dtype)
