@@ -6,7 +6,9 @@ sequence) would otherwise run once per sequence, from Python, and a step of a hu
 hundred rounds of kernel launches per layer. Padding a sequence with steps of dt = 0 leaves an SSD
 state unchanged (decay exp(0 * A) = 1, input 0 * x B^T = 0), so the padded scan's final state is the
 sequence's own. Sequences are grouped by length so that padding never more than doubles a group's
-tokens: the activation peak that sizes the KV pool was profiled on packed tokens.
+tokens: the activation peak that sizes the KV pool was profiled on packed tokens. A group of
+consecutive sequences of one length (a lone chunk, equal prompts) needs no padding and is scanned
+as a view of the packed tokens.
 """
 from __future__ import annotations
 
@@ -46,16 +48,27 @@ def scan_in_groups(scan_batch: BatchScan, x: torch.Tensor, b: torch.Tensor, c: t
     lengths = [end - start for start, end in zip(cu_seqlens, cu_seqlens[1:])]
     y = c.new_empty((total, c.shape[1], x.shape[2]))
     finals = torch.empty(initial_states.shape, dtype=torch.float32, device=initial_states.device)
-    padded = [torch.cat([t, t.new_zeros((1, *t.shape[1:]))]) for t in (x, b, c, dt)]  # row `total` is zeros
+    padded = None
     for group in length_groups(lengths):
         longest = lengths[group[0]]
-        index = torch.full((len(group), longest), total, dtype=torch.long)
-        for row, i in enumerate(group):
-            index[row, : lengths[i]] = torch.arange(cu_seqlens[i], cu_seqlens[i + 1])
-        index = index.to(c.device, non_blocking=True)
-        rows = torch.tensor(group, device=initial_states.device)
-        y_group, final = scan_batch(*(t[index] for t in padded), initial_states[rows])
-        real = index < total
-        y[index[real]] = y_group[real].to(y.dtype)
+        if group == list(range(group[0], group[0] + len(group))) and all(lengths[i] == longest for i in group):
+            # Consecutive sequences of one length (a single chunk, equal prompts): the packed tokens
+            # already are the batch, so the scan reads and writes them in place.
+            rows = slice(group[0], group[0] + len(group))
+            span = slice(cu_seqlens[group[0]], cu_seqlens[group[0]] + len(group) * longest)
+            y_group, final = scan_batch(*(t[span].unflatten(0, (len(group), longest)) for t in (x, b, c, dt)),
+                                        initial_states[rows])
+            y[span] = y_group.flatten(0, 1)
+        else:
+            if padded is None:  # row `total` is zeros: the padding steps
+                padded = [torch.cat([t, t.new_zeros((1, *t.shape[1:]))]) for t in (x, b, c, dt)]
+            index = torch.full((len(group), longest), total, dtype=torch.long)
+            for row, i in enumerate(group):
+                index[row, : lengths[i]] = torch.arange(cu_seqlens[i], cu_seqlens[i + 1])
+            index = index.to(c.device, non_blocking=True)
+            rows = torch.tensor(group, device=initial_states.device)
+            y_group, final = scan_batch(*(t[index] for t in padded), initial_states[rows])
+            real = index < total
+            y[index[real]] = y_group[real].to(y.dtype)
         finals[rows] = final.float()
     return y, finals
