@@ -208,10 +208,7 @@ def model_section(tag: str, folder: str, gpus: dict[str, tuple[str, str]], out: 
     if diffs:
         cv1, cvn = cv([one[s]["output_tok_s"] for s in seeds]), cv([many[s]["output_tok_s"] for s in seeds])
         tol = max(3 * math.sqrt(2) * (cv1 or 0), 0.01)
-        worst = max(abs(d) for d in diffs)
-        mean = statistics.mean(diffs)
-        mean_tol = max(2 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0, 0.02)
-        match = worst <= tol and abs(mean) <= mean_tol
+        mean, worst, mean_tol, match = compare(diffs, tol)
         lines += ["", f"Mean relative difference {mean:+.1%}, largest {worst:.1%}. Run-to-run noise: "
                   f"the {len(seeds)} equal jobs spread by {fmt(cv1 and cv1 * 100, '.1f')}% (1 GPU) and "
                   f"{fmt(cvn and cvn * 100, '.1f')}% ({n} GPUs) (coefficient of variation). Tolerances: one job's "
@@ -219,10 +216,34 @@ def model_section(tag: str, folder: str, gpus: dict[str, tuple[str, str]], out: 
                   f"within 2 standard errors of the paired differences, at least 2% ({mean_tol:.1%}). "
                   "Verdict: " + ("per-job results match the 1-GPU run within run-to-run noise" if match
                                  else "per-job results DIFFER beyond run-to-run noise") + ".", ""]
-        verdicts.append(f"{tag}: per-job output tok/s {n} GPUs vs 1: mean {mean:+.1%} (tolerance {mean_tol:.1%}), "
-                        f"largest {worst:.1%} (tolerance {tol:.1%}): {'match' if match else 'DIFFER'}")
+        verdict = (f"{tag}: per-job output tok/s {n} GPUs vs 1: mean {mean:+.1%} (tolerance {mean_tol:.1%}), "
+                   f"largest {worst:.1%} (tolerance {tol:.1%}): {'match' if match else 'DIFFER'}")
+        # The 1-GPU run's spread says nothing of how two cards differ: the jobs that ran on the same card
+        # in both runs tell what running N at once does, the others add the card-to-card difference.
+        card = {norm_uuid(one[s].get("gpu_uuid")) for s in seeds}
+        same = [d for s, d in zip(seeds, diffs) if len(card) == 1 and norm_uuid(many[s].get("gpu_uuid")) in card]
+        other = [d for s, d in zip(seeds, diffs) if len(card) == 1 and norm_uuid(many[s].get("gpu_uuid")) not in card]
+        if same and other and None not in card:
+            s_mean, s_worst, s_tol, s_match = compare(same, tol)
+            lines += [f"Same card: the {len(same)} jobs the {n}-GPU run ran on the 1-GPU run's card "
+                      f"({next(iter(card))[:8]}) differ by {s_mean:+.1%} on average (tolerance {s_tol:.1%}), "
+                      f"largest {s_worst:.1%} (tolerance {tol:.1%}): "
+                      f"{'match' if s_match else 'DIFFER'}; the {len(other)} on the other cards by "
+                      f"{statistics.mean(other):+.1%} on average, which adds the difference between cards "
+                      "(their SM clocks below).", ""]
+            verdict += (f"; same card only: mean {s_mean:+.1%}, largest {s_worst:.1%}: "
+                        f"{'match' if s_match else 'DIFFER'}; other cards: mean {statistics.mean(other):+.1%}")
+        verdicts.append(verdict)
     lines += clock_table(folder, (1, n))
     return lines, verdicts
+
+
+def compare(diffs: list[float], tol: float) -> tuple[float, float, float, bool]:
+    """Mean and largest of paired relative differences, the mean's tolerance (2 standard errors, at
+    least 2%), and whether both are within tolerance (`tol` for the largest)."""
+    mean, worst = statistics.mean(diffs), max(abs(d) for d in diffs)
+    mean_tol = max(2 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0, 0.02)
+    return mean, worst, mean_tol, worst <= tol and abs(mean) <= mean_tol
 
 
 def clock_table(folder: str, runs: tuple[int, ...]) -> list[str]:
