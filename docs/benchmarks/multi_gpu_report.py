@@ -220,13 +220,14 @@ def model_section(tag: str, folder: str, gpus: dict[str, tuple[str, str]], out: 
                    f"largest {worst:.1%} (tolerance {tol:.1%}): {'match' if match else 'DIFFER'}")
         # The 1-GPU run's spread says nothing of how two cards differ: the jobs that ran on the same card
         # in both runs tell what running N at once does, the others add the card-to-card difference.
-        card = {norm_uuid(one[s].get("gpu_uuid")) for s in seeds}
-        same = [d for s, d in zip(seeds, diffs) if len(card) == 1 and norm_uuid(many[s].get("gpu_uuid")) in card]
-        other = [d for s, d in zip(seeds, diffs) if len(card) == 1 and norm_uuid(many[s].get("gpu_uuid")) not in card]
-        if same and other and None not in card:
+        cards = {norm_uuid(one[s].get("gpu_uuid")) for s in seeds}
+        on_card = [norm_uuid(many[s].get("gpu_uuid")) in cards for s in seeds]
+        same = [d for d, on in zip(diffs, on_card) if on]
+        other = [d for d, on in zip(diffs, on_card) if not on]
+        if len(cards) == 1 and None not in cards and same and other:
             s_mean, s_worst, s_tol, s_match = compare(same, tol)
             lines += [f"Same card: the {len(same)} jobs the {n}-GPU run ran on the 1-GPU run's card "
-                      f"({next(iter(card))[:8]}) differ by {s_mean:+.1%} on average (tolerance {s_tol:.1%}), "
+                      f"({next(iter(cards))[:8]}) differ by {s_mean:+.1%} on average (tolerance {s_tol:.1%}), "
                       f"largest {s_worst:.1%} (tolerance {tol:.1%}): "
                       f"{'match' if s_match else 'DIFFER'}; the {len(other)} on the other cards by "
                       f"{statistics.mean(other):+.1%} on average, which adds the difference between cards "

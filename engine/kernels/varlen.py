@@ -52,8 +52,8 @@ def scan_in_groups(scan_batch: BatchScan, x: torch.Tensor, b: torch.Tensor, c: t
     for group in length_groups(lengths):
         longest = lengths[group[0]]
         if group == list(range(group[0], group[0] + len(group))) and all(lengths[i] == longest for i in group):
-            # Consecutive sequences of one length (a single chunk, equal prompts): the packed tokens
-            # already are the batch, so the scan reads and writes them in place.
+            # Consecutive sequences of one length (a lone chunk, equal prompts): the packed tokens
+            # already are the batch, so the scan reads them where they are, with no gather.
             rows = slice(group[0], group[0] + len(group))
             span = slice(cu_seqlens[group[0]], cu_seqlens[group[0]] + len(group) * longest)
             y_group, final = scan_batch(*(t[span].unflatten(0, (len(group), longest)) for t in (x, b, c, dt)),
