@@ -13,7 +13,14 @@ import torch
 
 from hybench.engine.context import DecodeMeta, PrefillMeta
 from hybench.engine.history import HistoryBranch
-from hybench.engine.kernels import ReferenceAttention, ReferenceSSM, decode_triton, flash_torch, mamba_triton
+from hybench.engine.kernels import (
+    ReferenceAttention,
+    ReferenceSSM,
+    decode_triton,
+    flash_attn_pkg,
+    flash_torch,
+    mamba_triton,
+)
 from hybench.engine.kv_cache import LayerCache
 
 LIMIT = 1e-2
@@ -38,8 +45,12 @@ def prefill_meta(q_lens: list[int], ctx_lens: list[int]) -> PrefillMeta:
 
 
 def attention_cases(results: list) -> None:
-    fast, ref = flash_torch.TorchFlashAttention(), ReferenceAttention()
-    decode_backends = [fast] + ([decode_triton.SplitKVAttention(fast)] if decode_triton.available(DEV, 64) else [])
+    ref = ReferenceAttention()
+    prefill_backends = [flash_torch.TorchFlashAttention()]
+    if flash_attn_pkg.available(DEV):
+        prefill_backends.append(flash_attn_pkg.FlashAttnPackage())
+    decode_backends = prefill_backends + ([decode_triton.SplitKVAttention(prefill_backends[0])]
+                                          if decode_triton.available(DEV, 64) else [])
     d = 64
     for heads, kv_heads in ((8, 8), (8, 2), (32, 4)):
         for window in (1, 2, 127, None):
@@ -49,8 +60,10 @@ def attention_cases(results: list) -> None:
             q = torch.randn(n, heads, d, device=DEV, dtype=BF16)
             k = torch.randn(m, kv_heads, d, device=DEV, dtype=BF16)
             v = torch.randn(m, kv_heads, d, device=DEV, dtype=BF16)
-            err = rel_err(fast.prefill(q, k, v, meta, window, d**-0.5), ref.prefill(q, k, v, meta, window, d**-0.5))
-            results.append((f"attention prefill H={heads} Hkv={kv_heads} W={window}", err))
+            want = ref.prefill(q, k, v, meta, window, d**-0.5)
+            for backend in prefill_backends:
+                err = rel_err(backend.prefill(q, k, v, meta, window, d**-0.5), want)
+                results.append((f"{backend.name} prefill H={heads} Hkv={kv_heads} W={window}", err))
         rows, cap = 9, 1037
         cache = LayerCache(torch.randn(rows, cap, kv_heads, d, device=DEV, dtype=BF16),
                            torch.randn(rows, cap, kv_heads, d, device=DEV, dtype=BF16), None, None)
@@ -137,6 +150,8 @@ def main() -> int:
     if flash_torch.available(DEV):
         attention_cases(results)
         backends.append(flash_torch.TorchFlashAttention.name)
+        if flash_attn_pkg.available(DEV):
+            backends.append(flash_attn_pkg.FlashAttnPackage.name)
     if mamba_triton.available(DEV):
         ssm_cases(results)
         backends.append(mamba_triton.MambaTritonSSM.name)

@@ -94,10 +94,15 @@ class ReferenceSSM:
 def select_backends(device: torch.device, head_dim: int) -> tuple[AttentionBackend, SSMBackend]:
     """The fastest implementations this device offers (the references on CPU). Decode runs on
     hybench's Triton kernels where they fit (split-KV attention, the fused history step); prefill
-    on FlashAttention-2 and mamba-ssm's chunk scan."""
-    from hybench.engine.kernels import decode_triton, flash_torch, mamba_triton
+    on FlashAttention-2 (the flash-attn package if installed, else PyTorch's bundled copy) and
+    mamba-ssm's chunk scan."""
+    from hybench.engine.kernels import decode_triton, flash_attn_pkg, flash_torch, mamba_triton
 
-    attn: AttentionBackend = flash_torch.TorchFlashAttention() if flash_torch.available(device) else ReferenceAttention()
+    attn: AttentionBackend = ReferenceAttention()
+    if flash_attn_pkg.available(device):
+        attn = flash_attn_pkg.FlashAttnPackage()
+    elif flash_torch.available(device):
+        attn = flash_torch.TorchFlashAttention()
     ssm: SSMBackend = mamba_triton.MambaTritonSSM() if mamba_triton.available(device) else ReferenceSSM()
     if decode_triton.available(device, head_dim):
         attn, ssm = decode_triton.SplitKVAttention(attn), decode_triton.FusedStepSSM(ssm)
