@@ -46,6 +46,12 @@ class RowManager:
         """Analytic bytes the running sequences hold now: (kv + history state + dt ring, kv alone)."""
         return self.memory.held_bytes(seq.num_cached for seq in self._holders.values())
 
+    def reset_peaks(self) -> None:
+        """Restart the peak trackers from what is held now (after warmup, so peaks describe what follows)."""
+        self.peak_rows = len(self._holders)
+        self.peak_bytes = self.peak_kv_bytes = 0
+        self.record_peak()
+
     def record_peak(self) -> None:
         total, kv = self.used_bytes()
         self.peak_bytes = max(self.peak_bytes, total)

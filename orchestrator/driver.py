@@ -26,7 +26,7 @@ from hybench.orchestrator.sweep import SweepError
 from hybench.workers.actor import FORWARDED_ENV, RemoteJobWorker
 from hybench.workers.job import job_key, prepare
 from hybench.workers.job_spec import JobSpec, project_version
-from hybench.workers.records import to_table
+from hybench.workers.records import result_tables
 from hybench.workers.store import ResultStore, StoreError
 
 POLL_S = 1.0  # how often the loop wakes without news: progress, timeouts, Ctrl-C
@@ -264,7 +264,7 @@ class _Loop:
         now = dt.datetime.now(dt.timezone.utc)
         row = job_key(spec) | {"status": "error", "error": error, "started_at": now, "finished_at": now,
                                 "project_version": project_version()}
-        self.store.write_result(spec.partition(), spec.job_id, to_table("requests", []), to_table("jobs", [row]))
+        self.store.write_result(spec.partition(), spec.job_id, result_tables([], [], [row]))
         return row
 
     def _wait_s(self) -> float:

@@ -131,7 +131,7 @@ def _ratio_line(title: str, ratios: list[dict], field: str, *pairs: tuple[str, s
 
 
 def _kv_memory(ratios: list[dict]) -> str | None:
-    line = _ratio_line("KV memory at peak against full (analytic, SSM state included)", ratios, "kv_ratio",
+    line = _ratio_line("KV memory at peak against full (analytic, SSM state and dt ring included)", ratios, "kv_ratio",
                        ("sliding", "full"), ("hybrid", "full"))
     if line is None:
         return None
@@ -160,13 +160,13 @@ def _history_branch(cells: list[dict]) -> str | None:
 
 
 def _concurrency(cells: list[dict]) -> str | None:
-    known = [c for c in cells if c["max_concurrency"] is not None]
+    known = [c for c in cells if c["kv_capacity_seqs"] is not None]
     if len({c["config"] for c in known}) < 2:
         return None
     n = max(c["input_len"] for c in known)
     at_n = sorted((c for c in cells if c["input_len"] == n), key=lambda c: config_rank(c["config"]))
-    return (f"Sequences that fit in the KV pool at {n} tokens: "
-            + ", ".join(f"{c['config']} {cell_text(c['max_concurrency']) if c['ok'] else c['status']}" for c in at_n)
+    return (f"Sequences the KV budget could hold at {n} tokens (before --max-num-seqs): "
+            + ", ".join(f"{c['config']} {cell_text(c['kv_capacity_seqs']) if c['ok'] else c['status']}" for c in at_n)
             + ".")
 
 

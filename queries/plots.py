@@ -89,7 +89,7 @@ def draw_report_figures(sides: list[tuple[str, list[dict]]], out_dir: str, fmt: 
             Panel("Peak memory allocated by torch (measured)", "GiB", _BY_LENGTH,
                   partial(_bars, columns=("peak_torch_gib",))),
             Panel("Sequences that fit in the KV pool", "sequences", _BY_LENGTH,
-                  partial(_bars, columns=("max_concurrency",))),
+                  partial(_bars, columns=("kv_capacity_seqs",))),
         ], sides),
         ("throughput_comparison", "Throughput over the measured wall time", [], [
             Panel("Token throughput (prompt + output)", "tokens/s", _BY_LENGTH,

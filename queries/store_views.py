@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from hybench.queries import catalog
+from hybench.queries import catalog, interval_sql
 from hybench.queries.errors import QueryError
 from hybench.workers.records import JOBS_SCHEMA, REQUESTS_SCHEMA, SCHEMAS
 from hybench.workers.store import TABLES, ResultStore
@@ -177,6 +177,7 @@ def open_views(selection: Selection, materialize_cells: bool = False) -> StoreVi
             _serve_remote(con, store.fs)
             paths = {table: [f"{_REMOTE_PROTOCOL}://{p}" for p in table_paths] for table, table_paths in paths.items()}
         with duckdb_errors():
+            interval_sql.register(con)
             con.execute(f"SET temp_directory = {quote(views.spill_dir)}")
             con.execute("SET allowed_paths = $paths",
                         {"paths": [p for table_paths in paths.values() for p in table_paths]})

@@ -9,9 +9,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from scipy import stats
 import pyarrow as pa
 
 from hybench.workers import records
+from hybench.workers.metrics import iteration_rows
 from hybench.workers.store import ResultStore
 
 MODEL = "org/tiny-model"  # the '/' is percent-encoded in partition paths
@@ -29,6 +31,7 @@ class SyntheticStore:
     store: ResultStore
     requests: list[dict] = field(default_factory=list)  # rows readers can see (not in truncated files)
     jobs: list[dict] = field(default_factory=list)
+    iterations: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # paths of the truncated files
 
     @property
@@ -61,6 +64,10 @@ class SyntheticStore:
                 self.skipped.append(path)
             else:
                 self.requests += rows
+            if not truncate_requests:
+                iterations = iteration_table(rows)
+                self.store.write("iterations", partition, job_id, records.to_table("iterations", iterations))
+                self.iterations += iterations
         if write_jobs:
             job = dict(_job(key, config, input_len, status, rng, num_prompts, speed), **workload)
             if cached and status == "ok":
@@ -68,6 +75,16 @@ class SyntheticStore:
                            prefix_cache_hits=int(rng.integers(1, num_prompts)))
             self.store.write("jobs", partition, job_id, records.to_table("jobs", [job]))
             self.jobs.append(job)
+
+
+def iteration_table(rows: list[dict]) -> list[dict]:
+    """The iterations rows of these requests, each iteration timed from its first arrival to its last finish."""
+    elapsed = {}
+    for i in {r["iteration"] for r in rows}:
+        mine = [r for r in rows if r["iteration"] == i]
+        elapsed[i] = (max(r["finish_ns"] for r in mine) - min(r["arrival_ns"] for r in mine)) / 1e9
+    key = {k: rows[0][k] for k in records.ITERATIONS_SCHEMA.names if k in rows[0] and k not in ("iteration", "warmup")}
+    return [key | r for r in iteration_rows(rows, elapsed)]
 
 
 def _requests(key: dict, rng: np.random.Generator, num_prompts: int, iterations: int, speed: float,
@@ -110,7 +127,7 @@ def _job(key: dict, config: str, input_len: int, status: str, rng: np.random.Gen
                 ssm_state_gib=state, activation_peak_gib=0.3, graph_pool_gib=float(rng.uniform(0.01, 0.05)),
                 prefix_cache_gib=float(rng.uniform(0.0, 0.2)),
                 peak_torch_gib=4.6 + float(rng.uniform(0, 0.1)),
-                nvml_used_gib=5.2, max_concurrency=int(4.0 / (KV_GIB_PER_TOKEN * kept)),
+                nvml_used_gib=5.2, kv_capacity_seqs=int(4.0 / (KV_GIB_PER_TOKEN * kept)),
                 kv_capacity_tokens=kept, decode_mbu=float(rng.uniform(0.3, 0.6)),
                 prefill_mfu=float(rng.uniform(0.2, 0.5)), decode_bw_gbs=1500.0, prefill_tflops=300.0,
                 peak_bw_gbs=3350.0, peak_tflops=989.0, attn_backend="flash_attn",
@@ -166,6 +183,26 @@ def workload_of(job: dict | None) -> tuple:
 def _mean(values: list) -> float | None:
     kept = [v for v in values if v is not None]
     return float(np.mean(kept)) if kept else None
+
+
+def _iteration_stats(iterations: list[dict]) -> dict:
+    """The cell's per-iteration samples: count, mean and variance of the logs, mean and sd, and the
+    95% intervals (scipy) of the headline figures."""
+    out = {"iterations": len(iterations)}
+    for m in ("throughput_tok_s", "output_tok_s", "e2e_p50_ms", "e2e_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms"):
+        values = np.array([i[m] for i in iterations], dtype=np.float64)
+        several = len(values) > 1
+        out |= {f"{m}_log_mean": float(np.log(values).mean()) if len(values) else None,
+                f"{m}_log_var": float(np.log(values).var(ddof=1)) if several else None,
+                f"{m}_iter_mean": float(values.mean()) if len(values) else None,
+                f"{m}_iter_sd": float(values.std(ddof=1)) if several else None}
+    for name, m in (("throughput", "throughput_tok_s"), ("latency_p99", "e2e_p99_ms"), ("latency_p50", "e2e_p50_ms")):
+        values = [i[m] for i in iterations]
+        low = high = None
+        if len(values) > 1:
+            low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+        out |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
+    return out
 
 
 def _percentiles(values: list, prefix: str) -> dict:
@@ -224,8 +261,11 @@ def expected_all_cells(synthetic: SyntheticStore) -> dict[tuple, dict]:
                      "graph_pool_gib", "prefix_cache_gib", "peak_torch_gib", "nvml_used_gib", "decode_mbu", "prefill_mfu", "decode_bw_gbs",
                      "prefill_tflops", "peak_bw_gbs", "peak_tflops", "prefix_cache_hit_rate", "prefix_cache_hits"):
             cell[name] = _mean([j.get(name) for j in ok_jobs])
-        for name in ("max_concurrency", "kv_capacity_tokens"):
+        for name in ("kv_capacity_seqs", "kv_capacity_tokens"):
             cell[name] = min((j[name] for j in ok_jobs if j.get(name) is not None), default=None)
+        cell["max_running"] = cell["kv_state_used_gib"] = cell["peak_rss_gib"] = None  # not in the synthetic rows
+        cell.update(_iteration_stats([i for i in synthetic.iterations
+                                      if i["job_id"] in ok_ids and not i["warmup"] and cell_key(i) == key]))
         needed = (None if cell["model_gib"] is None or cell["kv_used_gib"] is None else
                   cell["model_gib"] + (cell["ssm_param_gib"] or 0) + cell["kv_used_gib"] + (cell["ssm_state_gib"] or 0))
         cell["needed_gib"] = needed

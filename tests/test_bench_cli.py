@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from scipy import stats
 
 from hybench.orchestrator.cli import main
 from hybench.workers.records import JOBS_SCHEMA, REQUESTS_SCHEMA
@@ -19,14 +21,14 @@ def _files(root):
     return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
 
 
-def test_bench_writes_both_tables(tmp_path, capsys):
+def test_bench_writes_every_table(tmp_path, capsys):
     out = tmp_path / "results"
     assert main(ARGS + ["--output-dir", str(out), "--output-json", str(tmp_path / "hybrid.json")]) == 0
     printed = capsys.readouterr().out
     assert "Hybrid (SSM+SW)" in printed and "tok/s" in printed
     files = _files(out)
     assert all(f.endswith(".parquet") for f in files)  # no temporary files left behind
-    assert len(files) == 4 and all("model=tiny-llama/config=hybrid/input_len=" in f for f in files)
+    assert len(files) == 6 and all("model=tiny-llama/config=hybrid/input_len=" in f for f in files)
 
     jobs = pq.read_table(out / "jobs", partitioning=None).to_pylist()
     requests = pq.read_table(out / "requests", partitioning=None).to_pylist()
@@ -44,6 +46,22 @@ def test_bench_writes_both_tables(tmp_path, capsys):
         measured = [r for r in requests if r["job_id"] == j["job_id"] and not r["warmup"]]
         tokens = sum(r["prompt_tokens"] + r["output_tokens"] for r in measured)
         assert j["throughput_tok_s"] == pytest.approx(tokens / j["elapsed_s"])
+    # Each iteration is a sample: its figures over its own requests, summarised in the jobs row.
+    iterations = pq.read_table(out / "iterations", partitioning=None).to_pylist()
+    assert len(iterations) == 2 * 3 and sum(i["warmup"] for i in iterations) == 2
+    for i in iterations:
+        mine = [r for r in requests if r["job_id"] == i["job_id"] and r["iteration"] == i["iteration"]]
+        assert i["requests"] == len(mine) == 3
+        tokens = sum(r["prompt_tokens"] + r["output_tokens"] for r in mine)
+        assert i["throughput_tok_s"] == pytest.approx(tokens / i["elapsed_s"])
+        assert i["e2e_p99_ms"] == pytest.approx(np.percentile([r["e2e_ms"] for r in mine], 99))
+    for j in jobs:
+        samples = [i["throughput_tok_s"] for i in iterations if i["job_id"] == j["job_id"] and not i["warmup"]]
+        mean, sd = np.mean(samples), np.std(samples, ddof=1)
+        low, high = stats.t.interval(0.95, len(samples) - 1, loc=mean, scale=sd / np.sqrt(len(samples)))
+        assert j["iterations_n"] == 2 and j["throughput_tok_s_mean"] == pytest.approx(mean)
+        assert j["throughput_tok_s_sd"] == pytest.approx(sd)
+        assert (j["throughput_tok_s_ci_low"], j["throughput_tok_s_ci_high"]) == pytest.approx((low, high))
     summary = json.loads((tmp_path / "hybrid.json").read_text())
     assert [r["input_len"] for r in summary["results"]] == [64, 96]
 

@@ -62,7 +62,7 @@ def test_every_figure_is_a_nonempty_png(figures):
     ("memory_comparison", "kv_used_gib"),
     ("memory_comparison", "ssm_state_gib"),
     ("memory_comparison", "peak_torch_gib"),
-    ("memory_comparison", "max_concurrency"),
+    ("memory_comparison", "kv_capacity_seqs"),
     ("memory_efficiency", "tok_s_per_gib"),
     ("latency_vs_input_length", "latency_p50_ms"),
     ("latency_vs_input_length", "latency_p99_ms"),

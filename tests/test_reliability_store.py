@@ -27,8 +27,9 @@ JOB = "0123456789abcdef0123"
 
 def _tables(tag: str):
     requests = to_table("requests", [{"job_id": JOB, "iteration": 0, "request_id": i, "model": tag} for i in range(3)])
+    iterations = to_table("iterations", [{"job_id": JOB, "iteration": 0, "model": tag}])
     jobs = to_table("jobs", [{"job_id": JOB, "status": "ok", "model": tag}])
-    return requests, jobs
+    return {"requests": requests, "iterations": iterations, "jobs": jobs}
 
 
 def _files(root) -> list[str]:
@@ -72,12 +73,12 @@ FAULTS = [("write_table", 0), ("write_table", 1), ("fsync", 0), ("fsync", 1), ("
 @pytest.mark.parametrize("target,nth", FAULTS, ids=[f"{t}-{n}" for t, n in FAULTS])
 def test_disk_full_at_any_point_of_a_write_leaves_no_partial_file(tmp_path, monkeypatch, target, nth):
     store = ResultStore(str(tmp_path / "store"))
-    store.write_result(PARTITION, JOB, *_tables("first"))
+    store.write_result(PARTITION, JOB, _tables("first"))
     before = {path: open(os.path.join(store.root, path), "rb").read() for path in _files(store.root)}
     with monkeypatch.context() as patch:
         _fail_nth(patch, target, nth)
         with pytest.raises(StoreError, match=r"^cannot write \S+\.parquet: \[Errno 28\] No space left on device$"):
-            store.write_result(PARTITION, JOB, *_tables("second"))
+            store.write_result(PARTITION, JOB, _tables("second"))
     after = _files(store.root)
     assert not [f for f in after if f.endswith(".tmp")] and after == sorted(before)  # nothing half written
     for path in after:
@@ -90,14 +91,14 @@ def test_disk_full_at_any_point_of_a_write_leaves_no_partial_file(tmp_path, monk
         assert tags["requests"] == "second" and store.completed_job_ids() == set()
     else:  # both landed, only the last fsync of their folder failed: complete, and said so
         assert tags == {"requests": "second", "jobs": "second"} and store.completed_job_ids() == {JOB}
-    store.write_result(PARTITION, JOB, *_tables("third"))  # the re-run, with space again
+    store.write_result(PARTITION, JOB, _tables("third"))  # the re-run, with space again
     assert store.completed_job_ids() == {JOB} and _tags(store) == {"requests": "third", "jobs": "third"}
 
 
 def test_a_store_that_cannot_be_written_is_one_clear_error(tmp_path):
     (tmp_path / "store").write_text("a file where the store should be")
     with pytest.raises(StoreError, match=r"^cannot write .*store/jobs/model=tiny-llama/config=hybrid/input_len=64: "):
-        ResultStore(str(tmp_path / "store")).write_result(PARTITION, JOB, *_tables("x"))
+        ResultStore(str(tmp_path / "store")).write_result(PARTITION, JOB, _tables("x"))
     assert (tmp_path / "store").read_text() == "a file where the store should be"
 
 
@@ -124,7 +125,7 @@ def test_listing_during_writes_retries_a_vanished_entry(tmp_path, failures, list
     """Readers (a re-run's skip check, `hybench query`, a polling test) list while writers rename:
     a transient ENOENT is listed again; one that persists is one clear error."""
     store = ResultStore(str(tmp_path / "store"))
-    store.write_result(PARTITION, JOB, *_tables("x"))
+    store.write_result(PARTITION, JOB, _tables("x"))
     store.fs = _VanishingEntries(store.fs, failures)
     if lists:
         assert store.completed_job_ids() == {JOB}
@@ -142,7 +143,7 @@ def _dead_pid() -> int:
 
 def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     store = ResultStore(str(tmp_path / "store"))
-    store.write_result(PARTITION, JOB, *_tables("first"))
+    store.write_result(PARTITION, JOB, _tables("first"))
     folder = os.path.dirname(store.job_path("jobs", PARTITION, JOB))
     me = store_module._writer_tag()
     host = me.split("@", 1)[1]
@@ -157,7 +158,7 @@ def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path
         (tmp_path / folder / name).write_bytes(b"PAR1 half")
     os.utime(os.path.join(folder, names["old"]), (time.time() - 2 * 86400,) * 2)
 
-    store.write_result(PARTITION, JOB, *_tables("second"))  # rewriting the job removes its own dead temps
+    store.write_result(PARTITION, JOB, _tables("second"))  # rewriting the job removes its own dead temps
     left = set(os.listdir(folder))
     assert names["dead"] not in left and names["old"] not in left
     assert {names["live"], names["elsewhere"], names["other file"]} <= left
@@ -168,7 +169,7 @@ def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path
 
 def test_a_writer_killed_mid_write_leaves_only_a_hidden_temporary_file(tmp_path):
     root = str(tmp_path / "store")
-    ResultStore(root).write_result(PARTITION, JOB, *_tables("first"))
+    ResultStore(root).write_result(PARTITION, JOB, _tables("first"))
     script = (
         "import sys, os, signal\n"
         "import hybench.workers.store as s\n"
@@ -178,7 +179,7 @@ def test_a_writer_killed_mid_write_leaves_only_a_hidden_temporary_file(tmp_path)
         "    real(table.slice(0, 1), where, *a, **k)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "s.pq.write_table = write_then_die\n"
-        "s.ResultStore(sys.argv[1]).write_result(PARTITION, JOB, *_tables('killed'))\n")
+        "s.ResultStore(sys.argv[1]).write_result(PARTITION, JOB, _tables('killed'))\n")
     env = os.environ | {"PYTHONPATH": os.path.dirname(__file__)}
     assert subprocess.run([sys.executable, "-c", script, root], env=env).returncode == -9
     store = ResultStore(root)
@@ -219,10 +220,10 @@ def test_two_attempts_writing_at_once_never_leave_a_mix(tmp_path, monkeypatch, l
 
     def run_b():
         a_wrote_requests.wait()
-        store.write_result(PARTITION, JOB, *_tables("B"))
+        store.write_result(PARTITION, JOB, _tables("B"))
         b_done.set()
 
-    threads = [threading.Thread(target=lambda: store.write_result(PARTITION, JOB, *_tables("A")), name="A"),
+    threads = [threading.Thread(target=lambda: store.write_result(PARTITION, JOB, _tables("A")), name="A"),
                threading.Thread(target=run_b, name="B")]
     for t in threads:
         t.start()
@@ -241,7 +242,7 @@ def test_two_attempts_writing_at_once_never_leave_a_mix(tmp_path, monkeypatch, l
 def test_hostile_partition_values_stay_inside_the_store(tmp_path, model):
     store = ResultStore(str(tmp_path / "store"))
     partition = PARTITION | {"model": model, "config": "../x"}
-    store.write_result(partition, JOB, *_tables("x"))
+    store.write_result(partition, JOB, _tables("x"))
     files = _files(tmp_path)
-    assert len(files) == 2 and all(f.startswith("store/") and f.count("/") == 5 for f in files), files
+    assert len(files) == 3 and all(f.startswith("store/") and f.count("/") == 5 for f in files), files
     assert store.completed_job_ids() == {JOB}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 
 import torch
 
@@ -46,6 +47,17 @@ def nvml_used_gib(device: torch.device) -> float | None:
     except RuntimeError:
         return None
     return (total - free) / GIB
+
+
+def peak_rss_gib() -> float | None:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes): the memory a CPU job
+    can be measured by, since torch keeps no allocator statistics there."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (GIB if sys.platform == "darwin" else GIB / 1024)
 
 
 def peak_torch_gib(device: torch.device) -> float | None:

@@ -39,9 +39,9 @@ from hybench.engine.memory import GIB
 from hybench.workers import device_info
 from hybench.workers.arrivals import OFFLINE, arrival_offsets_ns, run_schedule
 from hybench.workers.job_spec import JobSpec, project_version
-from hybench.workers.metrics import RequestTiming, request_row, summarize
+from hybench.workers.metrics import RequestTiming, iteration_rows, iteration_spread, request_row, summarize
 from hybench.workers.prompts import random_prompts
-from hybench.workers.records import to_table
+from hybench.workers.records import result_tables
 from hybench.workers.store import ResultStore
 
 
@@ -125,15 +125,18 @@ def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None,
     job = prepare(spec)
     started = dt.datetime.now(dt.timezone.utc)
     request_rows: list[dict] = []
+    iteration_elapsed: dict[int, float] = {}  # seconds each iteration took, by iteration
     row = job_key(spec) | {"status": "ok", "error": None, "started_at": started}
     models = models if models is not None else ModelCache()
     try:
-        row |= _execute(job, models, request_rows, progress)
+        row |= _execute(job, models, request_rows, iteration_elapsed, progress)
     except (KVPoolTooSmall, torch.OutOfMemoryError) as exc:
         row |= {"status": "oom", "error": f"{type(exc).__name__}: {exc}"}
     except Exception as exc:  # noqa: BLE001 - a failed job is a result row; the worker lives on
         row |= {"status": "error", "error": "".join(traceback.format_exception_only(exc)).strip()
                 + "\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])}
+    iterations = iteration_rows(request_rows, iteration_elapsed) if row["status"] == "ok" else []
+    row |= iteration_spread(iterations)
     if row["status"] != "ok":
         request_rows = []
         # What the failed job held (KV pool, activations) goes back before the next job sizes its pool
@@ -144,8 +147,8 @@ def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None,
         torch.cuda.empty_cache()
     row |= _environment(job) | {"finished_at": dt.datetime.now(dt.timezone.utc)}
     key = job_key(spec)
-    store.write_result(spec.partition(), spec.job_id, to_table("requests", [key | r for r in request_rows]),
-                       to_table("jobs", [row]))
+    store.write_result(spec.partition(), spec.job_id,
+                       result_tables([key | r for r in request_rows], [key | r for r in iterations], [row]))
     return row
 
 
@@ -172,13 +175,14 @@ def _prompts(job: PreparedJob, iteration: int) -> list[list[int]]:
     return random_prompts(job.resolved.config.vocab_size, spec.input_len, spec.num_prompts, spec.seed, iteration)
 
 
-def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], progress: bool) -> dict:
+def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], iteration_elapsed: dict[int, float],
+             progress: bool) -> dict:
     spec = job.spec
     if job.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(job.device)
     if spec.engine == "hf":
         models.clear()  # our copy of the weights would sit beside HF's and inflate its memory figures
-        return _execute_hf(job, request_rows, progress)
+        return _execute_hf(job, request_rows, iteration_elapsed, progress)
     model = models.get(job)
     config = EngineConfig(
         model=job.resolved.config, attention=spec.config, window=spec.window, max_model_len=job.max_model_len,
@@ -196,12 +200,15 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
     try:
         for iteration in range(iterations):
             warmup = iteration < spec.num_warmup_iters
+            if iteration == spec.num_warmup_iters:
+                engine.rows.reset_peaks()  # the memory figures describe the measured iterations
             prompts = _prompts(job, iteration)
             offsets_ns = arrival_offsets_ns(len(prompts), spec.request_rate, spec.seed, iteration)
             first_step = len(engine.steps)
             start = time.monotonic_ns()
             submitted = run_schedule(engine, prompts, sampling, start + offsets_ns, spec.concurrency_limit,
                                      on_finish=lambda _seq: bar.update(1))
+            iteration_elapsed[iteration] = (time.monotonic_ns() - start) / 1e9
             if not warmup:
                 elapsed_ns += time.monotonic_ns() - start
                 measured_steps += engine.steps[first_step:]
@@ -227,8 +234,9 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
         "kv_pool_gib": engine.plan.pool_bytes / GIB,
         "kv_used_gib": engine.rows.peak_kv_bytes / GIB,
         "ssm_state_gib": peak_rows * m.state_bytes() / GIB,
-        "max_concurrency": engine.plan.fit,
-        "peak_running": peak_rows,
+        "kv_state_used_gib": engine.rows.peak_bytes / GIB,
+        "kv_capacity_seqs": engine.plan.fit,
+        "max_running": peak_rows,
         "kv_capacity_tokens": config.kv_capacity,
         "decode_bw_gbs": decode_bw or None,
         "prefill_tflops": prefill_tflops or None,
@@ -236,7 +244,7 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], pro
         "peak_tflops": peak_flops,
         "decode_mbu": decode_bw / peak_bw if peak_bw and decode_bw else None,
         "prefill_mfu": prefill_tflops / peak_flops if peak_flops and prefill_tflops else None,
-        "activation_peak_gib": engine.activation_peak / GIB,
+        "activation_peak_gib": engine.activation_peak / GIB if job.device.type == "cuda" else None,
         "graph_pool_gib": engine.runner.graphs.pool_bytes / GIB if engine.runner.graphs else None,
         "attn_backend": engine.attn_backend.name,
         "ssm_backend": engine.ssm_backend_name,
@@ -261,7 +269,8 @@ def _prefix_cache_fields(engine: LLMEngine) -> dict:
     }
 
 
-def _execute_hf(job: PreparedJob, request_rows: list[dict], progress: bool) -> dict:
+def _execute_hf(job: PreparedJob, request_rows: list[dict], iteration_elapsed: dict[int, float],
+                progress: bool) -> dict:
     """Hugging Face generate on the same prompts (DESIGN.md section 9): the same records, none of our pools."""
     from hybench.workers.hf_peer import HFPeer  # transformers loads only for hf jobs
 
@@ -278,6 +287,7 @@ def _execute_hf(job: PreparedJob, request_rows: list[dict], progress: bool) -> d
             prompts = _prompts(job, iteration)
             start = time.monotonic_ns()
             results = peer.run(prompts, spec.output_len, spec.max_num_seqs, start, on_finish=lambda: bar.update(1))
+            iteration_elapsed[iteration] = (time.monotonic_ns() - start) / 1e9
             if not warmup:
                 elapsed_ns += time.monotonic_ns() - start
             for i, r in enumerate(results):
@@ -288,7 +298,7 @@ def _execute_hf(job: PreparedJob, request_rows: list[dict], progress: bool) -> d
         bar.close()
     return summarize(request_rows, elapsed_ns / 1e9) | {
         "model_gib": sum(p.nbytes for p in peer.model.parameters()) / GIB,
-        "max_concurrency": min(spec.max_num_seqs, spec.num_prompts),
+        "max_running": min(spec.max_num_seqs, spec.num_prompts),
         "attn_backend": peer.name,
         "ssm_backend": "none",
         "ssm_init": "none",
@@ -317,4 +327,5 @@ def _environment(job: PreparedJob) -> dict:
         "worker_pid": os.getpid(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "gpu_uuid": device_info.gpu_uuid(job.device),
+        "peak_rss_gib": device_info.peak_rss_gib(),
     }

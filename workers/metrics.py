@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hybench.workers.intervals import mean_interval
+from hybench.workers.records import ITERATION_METRICS
+
 NS_PER_MS = 1e6
 
 
@@ -54,6 +57,42 @@ def request_row(t: RequestTiming, epoch_offset_ns: int) -> dict:
 
 def _since_arrival(t: RequestTiming, ns: int | None) -> float | None:
     return None if ns is None else (ns - t.arrival_ns) / NS_PER_MS
+
+
+def _percentile(values: list[float | None], q: float) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.percentile(present, q)) if present else None
+
+
+def iteration_rows(rows: list[dict], elapsed_s: dict[int, float]) -> list[dict]:
+    """One row per iteration (warmup ones flagged): throughput and latency percentiles over that
+    iteration's requests alone, each a sample of the job."""
+    out = []
+    for iteration, seconds in sorted(elapsed_s.items()):
+        mine = [r for r in rows if r["iteration"] == iteration]
+        if not mine or seconds <= 0:
+            continue
+        tokens = sum(r["prompt_tokens"] + r["output_tokens"] for r in mine)
+        row = {"iteration": iteration, "warmup": mine[0]["warmup"], "requests": len(mine), "elapsed_s": seconds,
+               "throughput_tok_s": tokens / seconds,
+               "output_tok_s": sum(r["output_tokens"] for r in mine) / seconds,
+               "requests_per_s": len(mine) / seconds}
+        for name, column in (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("e2e", "e2e_ms")):
+            values = [r[column] for r in mine]
+            row[f"{name}_p50_ms"], row[f"{name}_p99_ms"] = _percentile(values, 50), _percentile(values, 99)
+        out.append(row)
+    return out
+
+
+def iteration_spread(iterations: list[dict]) -> dict:
+    """The jobs row's summary of its measured iterations: their count, then per metric the mean,
+    standard deviation and 95% interval of the mean (workers/intervals.py)."""
+    measured = [r for r in iterations if not r["warmup"]]
+    out: dict = {"iterations_n": len(measured)}
+    for metric in ITERATION_METRICS:
+        stats = mean_interval([r[metric] for r in measured])
+        out |= {f"{metric}_{stat}": stats[stat] for stat in ("mean", "sd", "ci_low", "ci_high")}
+    return out
 
 
 def summarize(rows: list[dict], elapsed_s: float) -> dict:

@@ -1,4 +1,4 @@
-"""Arrow schemas of the two result tables (DESIGN.md section 5): the contract readers rely on.
+"""Arrow schemas of the three result tables (DESIGN.md section 5): the contract readers rely on.
 
 Columns may be added at the end in later versions; readers use ``union_by_name`` so old and new
 files mix. Times are monotonic nanoseconds (for differences) plus one epoch time per row.
@@ -6,6 +6,10 @@ files mix. Times are monotonic nanoseconds (for differences) plus one epoch time
 from __future__ import annotations
 
 import pyarrow as pa
+
+# The per-iteration figures (the iterations table) whose spread the jobs row summarises.
+ITERATION_METRICS = ("throughput_tok_s", "output_tok_s", "requests_per_s", "ttft_p50_ms", "ttft_p99_ms",
+                     "tpot_p50_ms", "tpot_p99_ms", "e2e_p50_ms", "e2e_p99_ms")
 
 _JOB_KEY = [
     ("job_id", pa.string()),
@@ -64,7 +68,7 @@ JOBS_SCHEMA = pa.schema(
         ("ssm_state_gib", pa.float64()),
         ("peak_torch_gib", pa.float64()),
         ("nvml_used_gib", pa.float64()),
-        ("max_concurrency", pa.int64()),  # sequences the KV budget holds at once (before --max-num-seqs caps them)
+        ("kv_capacity_seqs", pa.int64()),  # sequences of the longest request the KV budget could hold (before --max-num-seqs)
         ("decode_mbu", pa.float64()),
         ("prefill_mfu", pa.float64()),
         ("attn_backend", pa.string()),
@@ -82,12 +86,12 @@ JOBS_SCHEMA = pa.schema(
         ("num_warmup_iters", pa.int64()),
         ("num_benchmark_iters", pa.int64()),
         ("kv_capacity_tokens", pa.int64()),
-        ("peak_running", pa.int64()),  # sequences that did run at once  # KV slots one sequence holds at most
+        ("max_running", pa.int64()),  # sequences that ran at once at most (measured iterations)
         ("decode_bw_gbs", pa.float64()),  # achieved decode bandwidth, GB/s
         ("prefill_tflops", pa.float64()),  # achieved prefill TFLOP/s
         ("peak_bw_gbs", pa.float64()),  # what MBU is measured against
         ("peak_tflops", pa.float64()),  # what MFU is measured against
-        ("activation_peak_gib", pa.float64()),  # profiled prefill peak, left out of the KV pool
+        ("activation_peak_gib", pa.float64()),  # profiled prefill peak, left out of the KV pool; null on CPU
         ("graph_pool_gib", pa.float64()),  # memory the decode CUDA graphs hold
         ("driver_version", pa.string()),
         ("ray_version", pa.string()),
@@ -105,10 +109,29 @@ JOBS_SCHEMA = pa.schema(
         ("worker_pid", pa.int64()),
         ("cuda_visible_devices", pa.string()),  # as Ray set it for the actor; null when unset
         ("gpu_uuid", pa.string()),  # GPU-<uuid>, as nvidia-smi names the device; null on CPU
+        # KV + SSM state + dt ring held at once at most (analytic), as README's memory formula counts them.
+        ("kv_state_used_gib", pa.float64()),
+        ("peak_rss_gib", pa.float64()),  # the worker process's peak resident memory so far (CPU jobs' measured memory)
+        # The measured iterations as samples: their count, then mean, sample standard deviation and 95%
+        # interval of the mean (Student t, n - 1 degrees of freedom; null with one iteration) per metric.
+        ("iterations_n", pa.int64()),
     ]
+    + [(f"{metric}_{stat}", pa.float64()) for metric in ITERATION_METRICS for stat in ("mean", "sd", "ci_low", "ci_high")]
 )
 
-SCHEMAS = {"requests": REQUESTS_SCHEMA, "jobs": JOBS_SCHEMA}
+# One row per iteration (warmup flagged): the job's figures over that iteration's requests alone.
+ITERATIONS_SCHEMA = pa.schema(
+    _JOB_KEY
+    + [
+        ("iteration", pa.int64()),
+        ("warmup", pa.bool_()),
+        ("requests", pa.int64()),
+        ("elapsed_s", pa.float64()),
+    ]
+    + [(metric, pa.float64()) for metric in ITERATION_METRICS]
+)
+
+SCHEMAS = {"requests": REQUESTS_SCHEMA, "iterations": ITERATIONS_SCHEMA, "jobs": JOBS_SCHEMA}
 
 
 def to_table(name: str, rows: list[dict]) -> pa.Table:
@@ -116,3 +139,9 @@ def to_table(name: str, rows: list[dict]) -> pa.Table:
     schema = SCHEMAS[name]
     columns = {field.name: [row.get(field.name) for row in rows] for field in schema}
     return pa.table(columns, schema=schema)
+
+
+def result_tables(requests: list[dict], iterations: list[dict], jobs: list[dict]) -> dict[str, pa.Table]:
+    """One attempt's rows as the tables ResultStore.write_result writes together."""
+    return {"requests": to_table("requests", requests), "iterations": to_table("iterations", iterations),
+            "jobs": to_table("jobs", jobs)}

@@ -7,11 +7,11 @@ node of a cluster writes to one place. A local write goes to a hidden temporary 
 is atomic) and then a ``<job_id>._SUCCESS`` marker, without which readers ignore the file.
 The ``jobs`` file is written last, so a ``jobs`` row that reads back means the job is complete.
 
-One attempt at a job writes both files with `write_result`, which tags them with one attempt id (Parquet
+One attempt at a job writes its three files with `write_result`, which tags them with one attempt id (Parquet
 key-value metadata) and, on a local store, holds a lock on the job's partition folder while it writes,
 so two attempts that run at once (two drivers on one store, a retry beside a worker given up for lost)
 never leave the requests of one beside the jobs row of the other. A reader counts a job complete only
-when both files carry the same attempt. A writer that dies mid-write leaves a hidden temporary file
+when all three files carry the same attempt. A writer that dies mid-write leaves a hidden temporary file
 that names its host and pid; the next write of that file, and `remove_stale_temps`, delete it.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ try:
 except ImportError:  # Windows: no partition locks; attempt ids still expose interleaved writes
     fcntl = None
 
-TABLES = ("requests", "jobs")
+TABLES = ("requests", "iterations", "jobs")  # in the order an attempt writes them: jobs last
 SUCCESS_SUFFIX = "._SUCCESS"
 ATTEMPT_KEY = b"hybench.attempt"  # Parquet key-value metadata: the attempt that wrote the file
 STALE_TEMP_S = 24 * 3600  # a temporary file this old, or of a dead writer on this host, is garbage
@@ -101,12 +101,16 @@ class ResultStore:
         return path if self.is_local else f"{self.uri.split('://')[0]}://{path}"
 
     # -- writing ---------------------------------------------------------------------------
-    def write_result(self, partition: dict, job_id: str, requests: pa.Table, jobs: pa.Table) -> str:
-        """Write one attempt at a job: its requests, then its jobs row (the commit), both tagged with a
-        new attempt id, while no other attempt at a job of the partition writes. Returns the attempt."""
+    def write_result(self, partition: dict, job_id: str, tables: dict[str, pa.Table]) -> str:
+        """Write one attempt at a job: its requests and iterations, then its jobs row (the commit), all
+        tagged with a new attempt id, while no other attempt at a job of the partition writes. Returns
+        the attempt."""
+        if set(tables) != set(TABLES):
+            raise ValueError(f"a result holds the tables {', '.join(TABLES)}, got {', '.join(tables)}")
         attempt = uuid.uuid4().hex
         with self._partition_lock(partition):
-            for table, data in (("requests", requests), ("jobs", jobs)):
+            for table in TABLES:
+                data = tables[table]
                 metadata = (data.schema.metadata or {}) | {ATTEMPT_KEY: attempt.encode()}
                 self.write(table, partition, job_id, data.replace_schema_metadata(metadata))
         return attempt
@@ -133,7 +137,7 @@ class ResultStore:
 
     def write(self, table: str, partition: dict, job_id: str, data: pa.Table) -> str:
         """Write one job's table atomically; replaces an earlier attempt at the same job. Prefer
-        write_result, which writes both tables of an attempt so that readers can pair them."""
+        write_result, which writes every table of an attempt so that readers can pair them."""
         path = self.job_path(table, partition, job_id)
         try:
             if self.is_local:
@@ -251,15 +255,13 @@ class ResultStore:
         return good, bad
 
     def completed_job_ids(self, statuses: tuple[str, ...] = ("ok",)) -> set[str]:
-        """Ids of jobs whose jobs row reads back with one of `statuses` and whose requests file reads
-        back too, written by the same attempt: those a re-run skips."""
-        requests_ok = {f.job_id: f.attempt for f in self.valid_files("requests")[0]}
+        """Ids of jobs whose jobs row reads back with one of `statuses` and whose requests and
+        iterations files read back too, written by the same attempt: those a re-run skips."""
+        attempts = {table: {f.job_id: f.attempt for f in self.valid_files(table)[0]} for table in TABLES[:-1]}
         done = set()
         for stored in self.valid_files("jobs")[0]:
-            if stored.job_id not in requests_ok:
-                continue
-            if stored.attempt != requests_ok[stored.job_id]:
-                continue  # the requests of another attempt: that attempt's jobs row is yet to come, or lost
+            if any(by_job.get(stored.job_id, "") != stored.attempt for by_job in attempts.values()):
+                continue  # a file missing, or of another attempt: that attempt's jobs row is yet to come, or lost
             with self.fs.open_input_file(stored.path) as fh:
                 status = pq.read_table(fh, columns=["status"]).column("status").to_pylist()
             if status and status[0] in statuses:

@@ -217,13 +217,13 @@ def concurrency(store: ResultStore, models: ModelCache) -> None:
         r = jobs(store, models, config=kind, window=2048, output_len=16, num_prompts=64, max_num_seqs=2048,
                  num_warmup_iters=0, num_benchmark_iters=1, input_lens=(8192,))[0]
         rows[kind] = r
-        per_seq = r["kv_pool_gib"] * 1024 / r["max_concurrency"] if r.get("max_concurrency") else 0
-        emit(f"| {kind} | {r.get('max_concurrency')} | {r.get('kv_pool_gib') or 0:.1f} | {per_seq:.0f} | "
-             f"{r.get('peak_running')} | {r.get('output_tok_s') or 0:.0f} | {r['status']} "
+        per_seq = r["kv_pool_gib"] * 1024 / r["kv_capacity_seqs"] if r.get("kv_capacity_seqs") else 0
+        emit(f"| {kind} | {r.get('kv_capacity_seqs')} | {r.get('kv_pool_gib') or 0:.1f} | {per_seq:.0f} | "
+             f"{r.get('max_running')} | {r.get('output_tok_s') or 0:.0f} | {r['status']} "
              f"{(r.get('error') or '').splitlines()[0] if r.get('error') else ''} |")
-    full = rows["full"].get("max_concurrency") or 1
+    full = rows["full"].get("kv_capacity_seqs") or 1
     for kind in ("sliding", "hybrid"):
-        ratio = (rows[kind].get("max_concurrency") or 0) / full
+        ratio = (rows[kind].get("kv_capacity_seqs") or 0) / full
         emit(f"\n{kind} / full concurrency: {ratio:.2f}x (target >= 3.5x: {'met' if ratio >= 3.5 else 'MISSED'})")
 
 

@@ -47,7 +47,10 @@ job_cells AS (
         avg(prefix_cache_gib) FILTER (status = 'ok') AS prefix_cache_gib,
         avg(prefix_cache_hit_rate) FILTER (status = 'ok') AS prefix_cache_hit_rate,
         avg(prefix_cache_hits) FILTER (status = 'ok') AS prefix_cache_hits,
-        min(max_concurrency) FILTER (status = 'ok') AS max_concurrency,
+        avg(kv_state_used_gib) FILTER (status = 'ok') AS kv_state_used_gib,
+        max(peak_rss_gib) FILTER (status = 'ok') AS peak_rss_gib,
+        min(kv_capacity_seqs) FILTER (status = 'ok') AS kv_capacity_seqs,
+        max(max_running) FILTER (status = 'ok') AS max_running,
         min(kv_capacity_tokens) FILTER (status = 'ok') AS kv_capacity_tokens,
         avg(decode_mbu) FILTER (status = 'ok') AS decode_mbu,
         avg(prefill_mfu) FILTER (status = 'ok') AS prefill_mfu,
@@ -90,13 +93,36 @@ token_cells AS (  -- inter-token latencies: every gap of every measured request
     FROM (SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len, unnest(itl_ms) AS itl FROM measured)
     GROUP BY ALL
 ),
+iteration_cells AS (  -- each measured iteration of an ok job is one sample of its cell: the spread behind every interval
+    SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
+        count(*) AS iterations,
+        avg(ln(throughput_tok_s)) AS throughput_tok_s_log_mean, var_samp(ln(throughput_tok_s)) AS throughput_tok_s_log_var,
+        avg(throughput_tok_s) AS throughput_tok_s_iter_mean, stddev_samp(throughput_tok_s) AS throughput_tok_s_iter_sd,
+        avg(ln(output_tok_s)) AS output_tok_s_log_mean, var_samp(ln(output_tok_s)) AS output_tok_s_log_var,
+        avg(output_tok_s) AS output_tok_s_iter_mean, stddev_samp(output_tok_s) AS output_tok_s_iter_sd,
+        avg(ln(e2e_p50_ms)) AS e2e_p50_ms_log_mean, var_samp(ln(e2e_p50_ms)) AS e2e_p50_ms_log_var,
+        avg(e2e_p50_ms) AS e2e_p50_ms_iter_mean, stddev_samp(e2e_p50_ms) AS e2e_p50_ms_iter_sd,
+        avg(ln(e2e_p99_ms)) AS e2e_p99_ms_log_mean, var_samp(ln(e2e_p99_ms)) AS e2e_p99_ms_log_var,
+        avg(e2e_p99_ms) AS e2e_p99_ms_iter_mean, stddev_samp(e2e_p99_ms) AS e2e_p99_ms_iter_sd,
+        avg(ln(ttft_p50_ms)) AS ttft_p50_ms_log_mean, var_samp(ln(ttft_p50_ms)) AS ttft_p50_ms_log_var,
+        avg(ttft_p50_ms) AS ttft_p50_ms_iter_mean, stddev_samp(ttft_p50_ms) AS ttft_p50_ms_iter_sd,
+        avg(ln(ttft_p99_ms)) AS ttft_p99_ms_log_mean, var_samp(ln(ttft_p99_ms)) AS ttft_p99_ms_log_var,
+        avg(ttft_p99_ms) AS ttft_p99_ms_iter_mean, stddev_samp(ttft_p99_ms) AS ttft_p99_ms_iter_sd,
+        avg(ln(tpot_p50_ms)) AS tpot_p50_ms_log_mean, var_samp(ln(tpot_p50_ms)) AS tpot_p50_ms_log_var,
+        avg(tpot_p50_ms) AS tpot_p50_ms_iter_mean, stddev_samp(tpot_p50_ms) AS tpot_p50_ms_iter_sd
+    FROM iterations JOIN ok_jobs USING (job_id)
+    WHERE NOT coalesce(warmup, false)
+    GROUP BY ALL
+),
 totals AS (  -- one row per cell; grouping, unlike a join, keeps cells whose key holds a NULL
     SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
         max(COLUMNS(* EXCLUDE (model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len)))
-    FROM (FROM job_cells UNION ALL BY NAME FROM request_cells UNION ALL BY NAME FROM token_cells)
+    FROM (FROM job_cells UNION ALL BY NAME FROM request_cells UNION ALL BY NAME FROM token_cells
+          UNION ALL BY NAME FROM iteration_cells)
     GROUP BY ALL
 )
-SELECT * EXCLUDE (requests, tokens, generated_tokens),
+SELECT * EXCLUDE (requests, tokens, generated_tokens, iterations),
+    coalesce(iterations, 0) AS iterations,
     jobs - ok - oom - incomplete AS error,  -- status error, or any status this version does not know
     CASE
         WHEN ok = jobs THEN 'ok'
@@ -109,6 +135,13 @@ SELECT * EXCLUDE (requests, tokens, generated_tokens),
     END AS status,
     coalesce(requests, 0) AS requests,
     tokens / nullif(elapsed_s, 0) AS throughput_tok_s,
+    -- 95% interval of the mean of the per-iteration values (NULL with fewer than 2 iterations).
+    throughput_tok_s_iter_mean - mean_ci_half(iterations, throughput_tok_s_iter_sd) AS throughput_ci_low,
+    throughput_tok_s_iter_mean + mean_ci_half(iterations, throughput_tok_s_iter_sd) AS throughput_ci_high,
+    e2e_p99_ms_iter_mean - mean_ci_half(iterations, e2e_p99_ms_iter_sd) AS latency_p99_ci_low,
+    e2e_p99_ms_iter_mean + mean_ci_half(iterations, e2e_p99_ms_iter_sd) AS latency_p99_ci_high,
+    e2e_p50_ms_iter_mean - mean_ci_half(iterations, e2e_p50_ms_iter_sd) AS latency_p50_ci_low,
+    e2e_p50_ms_iter_mean + mean_ci_half(iterations, e2e_p50_ms_iter_sd) AS latency_p50_ci_high,
     generated_tokens / nullif(elapsed_s, 0) AS output_tok_s,
     requests / nullif(elapsed_s, 0) AS requests_per_s,
     -- What the job needed: weights, history-branch parameters, KV in use at peak, SSM state.
