@@ -20,7 +20,8 @@ from hybench.orchestrator.flags import FLAGS, add_sweep_flags, scalar_type
 from hybench.workers.job_spec import JobSpec
 
 # The no-argument sweep: the tiny preset, every config, a window shorter than the longer inputs
-# (so the three configs differ), and few prompts and iterations, so it ends in a minute on a CPU.
+# (so the three configs differ), few prompts and short outputs, and three measured iterations (the
+# fewest that give each figure an interval), so it ends in about a minute on a CPU.
 SWEEP_DEFAULTS: dict[str, tuple] = {
     "model": ("tiny-llama",),
     "config": ("full", "sliding", "hybrid"),
@@ -29,7 +30,7 @@ SWEEP_DEFAULTS: dict[str, tuple] = {
     "num_prompts": (4,),
     "output_len": (16,),
     "num_warmup_iters": (1,),
-    "num_benchmark_iters": (1,),
+    "num_benchmark_iters": (3,),
 }
 
 

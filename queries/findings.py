@@ -1,13 +1,23 @@
 """The report's findings in plain words, computed from the data the way the original suite's
 "Interpreting Results" reasons: what sliding and hybrid save against full, what they cost, and where
 hybrid costs more than sliding; and what prefix caching buys each config where a store ran a cell both
-with and without it. Numbers come from SQL (config_ratios, cells, prefix_caching); this only words them."""
+with and without it. Numbers come from SQL (config_ratios, cells, prefix_caching); this only words them.
+
+A measured ratio is a finding only beyond noise: it carries the 95% interval of the per-iteration
+values (workers/intervals.py), an interval that holds 1 reads "no difference beyond noise", and a cell
+with a single measured iteration has no spread, so nothing categorical is said of it. Memory figures
+are analytic (exact), so they carry no interval."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from hybench.queries.cells import by_variant, config_rank, variant_key, variant_title, varying
 from hybench.queries.formatting import cell_text
+from hybench.workers.intervals import log_ratio_bounds
+
+SAME = "no difference beyond noise"
+NO_SPREAD_HINT = ("cells with one measured iteration have no spread, so no difference is judged there: run with "
+                  "--num-benchmark-iters 3 (or more) for intervals")
 
 
 def _variant_findings(cells: list[dict], ratios: list[dict]) -> list[str]:
@@ -23,6 +33,7 @@ def _variant_findings(cells: list[dict], ratios: list[dict]) -> list[str]:
         _hybrid_costs(ratios),
         _best_per_gib(cells),
         _failures(cells),
+        _no_spread(cells),
     ]
     return [b for b in bullets if b]
 
@@ -108,9 +119,18 @@ def _pair(ratios: list[dict], config: str, baseline: str) -> list[dict]:
                   key=lambda r: r["input_len"])
 
 
+def interval_text(ratio: float, low: float | None, high: float | None) -> str:
+    """'0.96x [0.90, 1.02] no difference beyond noise', '0.60x [0.55, 0.65]', or '0.60x (no spread)'."""
+    if low is None or high is None:
+        return f"{_times(ratio)} (no spread)"
+    return f"{_times(ratio)} [{low:.2f}, {high:.2f}]" + (f" {SAME}" if low <= 1 <= high else "")
+
+
 def _ratio_text(row: dict, field: str) -> str:
     if row[field] is not None:
-        return _times(row[field])
+        if f"{field}_ci_low" not in row:  # an exact figure (analytic memory, sequences that fit)
+            return _times(row[field])
+        return interval_text(row[field], row[f"{field}_ci_low"], row[f"{field}_ci_high"])
     if row["status"] != "ok":
         return row["status"]
     if row["baseline_status"] != "ok":
@@ -127,6 +147,8 @@ def _ratio_line(title: str, ratios: list[dict], field: str, *pairs: tuple[str, s
             by_length.setdefault(r["input_len"], []).append(f"{config} {text}" if len(pairs) > 1 else text)
     if not by_length:
         return None
+    if any(f"{field}_ci_low" in r for r in ratios):
+        title += " (95% interval in brackets)"
     return f"{title}, by input length: " + "; ".join(f"{n}: {', '.join(t)}" for n, t in sorted(by_length.items())) + "."
 
 
@@ -171,38 +193,66 @@ def _concurrency(cells: list[dict]) -> str | None:
 
 
 def _hybrid_costs(ratios: list[dict]) -> str | None:
+    """Where hybrid is slower than sliding beyond noise (its interval wholly on the worse side of 1)."""
     rows = [r for r in _pair(ratios, "hybrid", "sliding")
-            if r["throughput_ratio"] is not None or r["p99_ratio"] is not None]
-    if not rows:
+            if r["throughput_ratio"] is not None and r["p99_ratio"] is not None]
+    judged = [r for r in rows if r["throughput_ratio_ci_low"] is not None and r["p99_ratio_ci_low"] is not None]
+    if not judged:
         return None
     costs = []
-    for r in rows:
+    for r in judged:
         worse = []
-        if r["throughput_ratio"] is not None and r["throughput_ratio"] < 1:
-            worse.append(f"throughput {(r['throughput_ratio'] - 1) * 100:+.1f}%")
-        if r["p99_ratio"] is not None and r["p99_ratio"] > 1:
-            worse.append(f"P99 {(r['p99_ratio'] - 1) * 100:+.1f}%")
+        if r["throughput_ratio_ci_high"] < 1:
+            worse.append(f"throughput {interval_text(r['throughput_ratio'], r['throughput_ratio_ci_low'], r['throughput_ratio_ci_high'])}")
+        if r["p99_ratio_ci_low"] > 1:
+            worse.append(f"P99 {interval_text(r['p99_ratio'], r['p99_ratio_ci_low'], r['p99_ratio_ci_high'])}")
         if worse:
             costs.append(f"{r['input_len']} ({', '.join(worse)})")
+    lengths = ", ".join(str(r["input_len"]) for r in judged)
     if not costs:
-        return "Hybrid is at least as fast as sliding, with no higher P99 latency, at every input length measured."
-    return "Hybrid costs more than sliding at input length " + "; ".join(costs) + "."
+        return (f"Hybrid is not slower than sliding beyond noise, in throughput or P99 latency, at input length "
+                f"{lengths}.")
+    return "Hybrid costs more than sliding beyond noise at input length " + "; ".join(costs) + "."
+
+
+def _per_gib_lead(best: dict, other: dict) -> tuple[float, float] | None:
+    """The interval of best / other in throughput per GiB: the throughput ratio's interval times the
+    (exact, analytic) ratio of the memory each needed."""
+    bounds = log_ratio_bounds(best["iterations"], best["throughput_tok_s_log_mean"], best["throughput_tok_s_log_var"],
+                              other["iterations"], other["throughput_tok_s_log_mean"], other["throughput_tok_s_log_var"])
+    if bounds is None:
+        return None
+    memory = other["needed_gib"] / best["needed_gib"]
+    return bounds[0] * memory, bounds[1] * memory
 
 
 def _best_per_gib(cells: list[dict]) -> str | None:
-    best: dict[int, dict] = {}
+    """The config with the most throughput per GiB needed at each length, where it leads every other
+    config beyond noise."""
+    by_length: dict[int, list[dict]] = {}
     for c in cells:
-        if c["tok_s_per_gib"] is not None and (c["input_len"] not in best
-                                               or c["tok_s_per_gib"] > best[c["input_len"]]["tok_s_per_gib"]):
-            best[c["input_len"]] = c
-    if len({c["config"] for c in cells}) < 2 or not best:
+        if c["tok_s_per_gib"] is not None:
+            by_length.setdefault(c["input_len"], []).append(c)
+    if len({c["config"] for c in cells}) < 2 or not by_length:
         return None
     lengths_by_config: dict[str, list[int]] = {}
-    for n in sorted(best):
-        lengths_by_config.setdefault(best[n]["config"], []).append(n)
-    return ("Most throughput per GiB needed: " + "; ".join(
+    for n, at_n in sorted(by_length.items()):
+        best = max(at_n, key=lambda c: c["tok_s_per_gib"])
+        leads = [_per_gib_lead(best, other) for other in at_n if other is not best]
+        if leads and all(lead is not None and lead[0] > 1 for lead in leads):
+            lengths_by_config.setdefault(best["config"], []).append(n)
+    if not lengths_by_config:
+        return None
+    return ("Most throughput per GiB needed, beyond noise: " + "; ".join(
         f"{config} at input length {', '.join(map(str, lengths))}"
         for config, lengths in sorted(lengths_by_config.items(), key=lambda item: config_rank(item[0]))) + ".")
+
+
+def _no_spread(cells: list[dict]) -> str | None:
+    single = [c for c in cells if c["ok"] and c["iterations"] < 2]
+    if not single:
+        return None
+    return f"{len(single)} of {len(cells)} cells measured one iteration: {NO_SPREAD_HINT}."
 
 
 def _failures(cells: list[dict]) -> str | None:
@@ -213,18 +263,28 @@ def _failures(cells: list[dict]) -> str | None:
             + " (see Job status and Jobs that did not end ok).")
 
 
-def comparison_findings(summary: dict, label_a: str, label_b: str) -> list[str]:
-    """Bullets on B against A over the cells both sides ran."""
-    lines = [f"- Over the {summary['matched']} cells both sides ran, B ({label_b}) against A ({label_a}):"
-             f" throughput {_spread(summary, 'throughput')}, P99 latency {_spread(summary, 'p99')}."]
+def comparison_findings(summary: dict, rows: list[dict], label_a: str, label_b: str) -> list[str]:
+    """Bullets on B against A over the cells both sides ran: how many show no difference beyond noise,
+    and each cell that differs, with its interval."""
+    lines = [f"- Over the {summary['matched']} cells both sides ran, B ({label_b}) against A ({label_a}): "
+             + "; ".join(_verdict_counts(summary, metric, name) for metric, name in
+                         (("throughput_tok_s", "throughput"), ("latency_p99_ms", "P99 latency"))) + "."]
+    for metric, name in (("throughput_tok_s", "throughput"), ("latency_p99_ms", "P99 latency")):
+        differ = [r for r in rows if r.get(f"{metric}_ratio_ci_low") is not None
+                  and (r[f"{metric}_ratio_ci_low"] > 1 or r[f"{metric}_ratio_ci_high"] < 1)]
+        if differ:
+            lines.append(f"- {name.capitalize()} differs beyond noise in: " + "; ".join(
+                f"{r['config']} at {r['input_len']} (window {r['window']}): "
+                + interval_text(r[f"{metric}_ratio"], r[f"{metric}_ratio_ci_low"], r[f"{metric}_ratio_ci_high"])
+                for r in differ) + ".")
+    if any(summary[f"{m}_no_spread"] for m in ("throughput_tok_s", "latency_p99_ms")):
+        lines.append(f"- Some {NO_SPREAD_HINT}.")
     if summary["only_a"] or summary["only_b"]:
         lines.append(f"- Cells on one side only: {summary['only_a']} on A, {summary['only_b']} on B "
                      "(listed in the comparison table with the other side empty).")
     return lines
 
 
-def _spread(summary: dict, prefix: str) -> str:
-    if summary[f"{prefix}_median"] is None:
-        return "not comparable (no cell has both values)"
-    return (f"median {_times(summary[f'{prefix}_median'])} (from {_times(summary[f'{prefix}_min'])} "
-            f"to {_times(summary[f'{prefix}_max'])})")
+def _verdict_counts(summary: dict, metric: str, name: str) -> str:
+    return (f"{name}: {summary[f'{metric}_same']} cells {SAME}, {summary[f'{metric}_differ']} differ, "
+            f"{summary[f'{metric}_no_spread']} without spread")

@@ -4,7 +4,11 @@ Every figure has a row of panels per variant (model, engine, window, output leng
 prefix caching on or off, request rate, concurrency limit, dataset); in a comparison,
 side A's row then side B's, one y axis per metric across both. Each config keeps its colour in every
 figure; a cell whose jobs all failed is marked with its status where its bar or point would be.
-Each figure returns the series it drew, so that tests check the data behind it, not only the file.
+Measured throughput and latency carry error bars: the 95% interval of the per-iteration values (none
+where a cell measured one iteration). Another engine (`--engine hf`) is drawn as a config of its own,
+"full (hf)", on the same axes as this engine's configs. A figure uses one y scale (log or linear) for
+all its panels. Each figure returns the series it drew, so that tests check the data behind it, not
+only the file.
 """
 from __future__ import annotations
 
@@ -29,6 +33,13 @@ _OTHER_COLORS = ("#CC79A7", "#56B4E9", "#D55E00", "#000000")
 _LOG_SPAN = 20  # a log axis once the largest value is this many times the smallest
 _PERCENTILES = (("mean", "latency_mean_ms"), ("P50", "latency_p50_ms"), ("P90", "latency_p90_ms"),
                 ("P99", "latency_p99_ms"))
+# The interval columns (cells.sql, compare.py) behind a plotted column's error bars.
+_INTERVALS = {"throughput_tok_s": ("throughput_ci_low", "throughput_ci_high"),
+              "latency_p50_ms": ("latency_p50_ci_low", "latency_p50_ci_high"),
+              "latency_p99_ms": ("latency_p99_ci_low", "latency_p99_ci_high")}
+_INTERVALS |= {f"{m}_ratio": (f"{m}_ratio_ci_low", f"{m}_ratio_ci_high")
+               for m in ("throughput_tok_s", "latency_p50_ms", "latency_p99_ms", "tpot_p50_ms")}
+_ENGINE = "hybrid"  # this engine; a peer's cells are drawn as configs named "<config> (<engine>)"
 _LINE_STYLES = ("-", "--", ":")
 _FAILED = "failed"
 _BY_LENGTH = "input length (tokens)"
@@ -76,6 +87,7 @@ def config_colors(configs: Sequence[str]) -> dict[str, str]:
 def draw_report_figures(sides: list[tuple[str, list[dict]]], out_dir: str, fmt: str,
                         comparison: list[dict] | None = None) -> list[Drawn]:
     """Every report figure for the sides' (label, cells), and the B / A figure of a comparison's rows."""
+    sides = [(label, [_as_config(c) for c in side_cells]) for label, side_cells in sides]
     cells = [c for _, side_cells in sides for c in side_cells]
     colors = config_colors([c["config"] for c in cells])
     lengths = sorted({c["input_len"] for c in cells if c["input_len"] is not None})
@@ -97,7 +109,7 @@ def draw_report_figures(sides: list[tuple[str, list[dict]]], out_dir: str, fmt: 
             Panel("Request throughput", "requests/s", _BY_LENGTH, partial(_bars, columns=("requests_per_s",))),
         ], sides),
         ("latency_percentiles", "End-to-end latency over requests: mean and percentiles", [], [
-            Panel(f"input length {n} tokens", "latency (ms)", "statistic over requests",
+            Panel(f"input length {n} tokens", "latency (ms)", "statistic over requests (n requests, distinct values)",
                   partial(_percentile_bars, input_len=n)) for n in lengths
         ], sides),
         ("latency_vs_input_length", "Latency against input length", percentile_key, [
@@ -124,6 +136,25 @@ def draw_report_figures(sides: list[tuple[str, list[dict]]], out_dir: str, fmt: 
         ], [("", comparison)]))
     return [_figure(name, title, panels, data, colors, key, out_dir, fmt)
             for name, title, key, panels, data in figures]
+
+
+def _as_config(cell: dict) -> dict:
+    """A peer engine's cell as a config of this engine's variant, so it shares their axes."""
+    if cell.get("engine") in (None, _ENGINE):
+        return cell
+    return cell | {"config": f"{cell['config']} ({cell['engine']})", "engine": _ENGINE}
+
+
+def _errorbars(ax: Axes, xs: list[float], cells: list[dict | None], column: str, color: str) -> None:
+    """The 95% interval of `column` at each x, where the cell has one."""
+    if column not in _INTERVALS:
+        return
+    low, high = _INTERVALS[column]
+    for x, cell in zip(xs, cells):
+        if cell is not None and cell.get(low) is not None and cell.get(high) is not None and cell.get(column) is not None:
+            value = cell[column]
+            ax.errorbar([x], [value], yerr=[[max(value - cell[low], 0)], [max(cell[high] - value, 0)]],
+                        color="black", ecolor="0.2", capsize=3, linewidth=1, zorder=5)
 
 
 def _wrap(text: str, width: int) -> str:
@@ -174,6 +205,11 @@ def _figure(name: str, title: str, panels: list[Panel], sides: list[tuple[str, l
                         ax.set_yticks([])
                     series += drawn
                 row += 1
+    drawn_axes = [a for group in shared.values() for a in group]
+    if any(a.get_yscale() == "log" for a in drawn_axes):  # one scale per figure
+        for a in drawn_axes:
+            if a.has_data():
+                a.set_yscale("log")
     for group in shared.values():  # one y axis per metric across the sides, so heights compare
         if len(group) > 1:
             _share_y(group)
@@ -219,10 +255,11 @@ def _by_config(cells: list[dict]) -> dict[str, dict]:
 
 
 def _mark_failed(ax: Axes, x: float, cell: dict, color: str) -> None:
-    ax.plot([x], [0.03], marker="x", color=color, markersize=8, transform=ax.get_xaxis_transform(),
-            linestyle="none", clip_on=False)
-    ax.text(x, 0.07, cell["status"], rotation=90, ha="center", va="bottom", fontsize=7, color=color,
-            transform=ax.get_xaxis_transform())
+    """A failed cell: a large cross on the axis and its status in bold red, where its value would be."""
+    ax.plot([x], [0.03], marker="X", color=color, markeredgecolor="#D55E00", markersize=11,
+            transform=ax.get_xaxis_transform(), linestyle="none", clip_on=False, zorder=6)
+    ax.text(x, 0.08, cell["status"].upper(), rotation=90, ha="center", va="bottom", fontsize=8,
+            fontweight="bold", color="#D55E00", transform=ax.get_xaxis_transform(), zorder=6)
 
 
 def _scale(ax: Axes, values: list[float]) -> None:
@@ -246,6 +283,8 @@ def _bars(ax: Axes, cells: list[dict], colors: dict[str, str], columns: tuple[st
             if any(v is not None for v in values):
                 ax.bar(xs, heights, width, bottom=bottoms, color=colors[config], edgecolor="white",
                        hatch="///" if k else None, alpha=0.55 if k else 1.0)
+                if len(columns) == 1:
+                    _errorbars(ax, xs, [by_len.get(n) for n in lengths], column, colors[config])
             drawn.append((config, column, lengths, values))
             bottoms = [b + h for b, h in zip(bottoms, heights)]
         totals += bottoms
@@ -282,10 +321,15 @@ def _percentile_bars(ax: Axes, cells: list[dict], colors: dict[str, str], input_
             drawn.append((config, _FAILED, [input_len], [cell["status"]]))
         else:
             ax.bar(xs, [v or 0.0 for v in values], width, color=colors[config], edgecolor="white")
+            for x, (_, column) in zip(xs, _PERCENTILES):
+                _errorbars(ax, [x], [cell], column, colors[config])
         drawn.append((config, "latency_ms", names, values))
         values_all += values
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.5, len(names) - 0.5)
+    counts = [f"{config}: {cell[input_len].get('requests') or 0} req, {cell[input_len].get('e2e_distinct') or 0} distinct"
+              for config, cell in by_config.items() if not _failed(cell[input_len])]
+    ax.text(0.02, 0.98, "\n".join(counts), transform=ax.transAxes, ha="left", va="top", fontsize=7, color="0.3")
     _scale(ax, values_all)
     return drawn
 
@@ -299,9 +343,10 @@ def _lines(ax: Axes, cells: list[dict], colors: dict[str, str], columns: tuple[s
         for style, column in zip(_LINE_STYLES, columns):
             values = [by_len[n].get(column) for n in lengths]
             points = [(n, v) for n, v in zip(lengths, values) if v is not None]
-            if points:
+            if points:  # later columns (P99) on top, so a P99 equal to P50 still shows
                 ax.plot(*zip(*points), color=colors[config], linestyle=style, marker="o" if style == "-" else "^",
-                        markersize=4)
+                        markersize=4 if style == "-" else 6, zorder=3 + columns.index(column))
+                _errorbars(ax, lengths, [by_len[n] for n in lengths], column, colors[config])
             drawn.append((config, column, lengths, values))
             values_all += values
         failed = [by_len[n] for n in lengths if _failed(by_len[n])]

@@ -2,6 +2,7 @@
 query, grouped by variant (and by side in a comparison)."""
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,12 @@ from hybench.queries.formatting import cell_text, markdown_table
 if TYPE_CHECKING:
     from hybench.queries.plots import Drawn
     from hybench.queries.report import SideResults
+
+OFFLINE_LATENCY = (
+    "**Offline cells** (every request of an iteration arrives at once, the default): the requests of an "
+    "iteration finish together, so E2E percentiles describe when the batch completes, not what one user "
+    "waits (`e2e_distinct` counts the distinct values behind them); TTFT, which varies under chunked "
+    "prefill, says more. For latency under load, run with `--request-rate R` (and `--max-concurrency`).")
 
 # The per-cell tables, in the order the summary shows them.
 TABLE_QUERIES = ("throughput", "latency", "token_latency", "prefix_caching", "memory", "utilization", "efficiency",
@@ -39,7 +46,8 @@ def render_summary(results: list[SideResults], figures: list[Drawn],
         lines += [f"- {note}" for note in data_notes(r.rows("cells"), r.rows("totals")[0], r.skipped)]
         lines.append("")
     if comparison:
-        lines += ["### B against A", "", *comparison_findings(comparison[1], results[0].side.description,
+        lines += ["### B against A", "", *comparison_findings(comparison[1], comparison[0].to_pylist(),
+                                                               results[0].side.description,
                                                                results[1].side.description), ""]
     lines += ["## Figures", ""]
     for figure in figures:
@@ -62,6 +70,8 @@ def _section(name: str, results: list[SideResults]) -> list[str]:
     if name == "prefix_caching" and not any(r.rows(name) for r in results):
         return []  # no job ran with prefix caching
     lines = [f"## {name.replace('_', ' ').capitalize()}", "", catalog.description(name), ""]
+    if name == "latency" and any(math.isinf(c["request_rate"]) for r in results for c in r.rows("cells")):
+        lines += [OFFLINE_LATENCY, ""]
     for r in results:
         lines += _by_variant(r.rows(name), r.tables[name].schema.names, r.side.label)
     return lines

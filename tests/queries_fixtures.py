@@ -197,10 +197,10 @@ def _iteration_stats(iterations: list[dict]) -> dict:
                 f"{m}_iter_mean": float(values.mean()) if len(values) else None,
                 f"{m}_iter_sd": float(values.std(ddof=1)) if several else None}
     for name, m in (("throughput", "throughput_tok_s"), ("latency_p99", "e2e_p99_ms"), ("latency_p50", "e2e_p50_ms")):
-        values = [i[m] for i in iterations]
+        logs = np.log([i[m] for i in iterations])
         low = high = None
-        if len(values) > 1:
-            low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+        if len(logs) > 1:
+            low, high = np.exp(stats.t.interval(0.95, len(logs) - 1, loc=logs.mean(), scale=stats.sem(logs)))
         out |= {f"{name}_ci_low": low, f"{name}_ci_high": high}
     return out
 
@@ -248,6 +248,8 @@ def expected_all_cells(synthetic: SyntheticStore) -> dict[tuple, dict]:
             throughput_tok_s=tokens / elapsed if elapsed else None,
             output_tok_s=sum(r["output_tokens"] for r in measured) / elapsed if elapsed else None,
             requests_per_s=len(measured) / elapsed if elapsed else None,
+            e2e_distinct=len({r["e2e_ms"] for r in measured}) if measured else None,
+            ttft_distinct=len({r["ttft_ms"] for r in measured}) if measured else None,
             latency_mean_ms=_mean([r["e2e_ms"] for r in measured]),
             ttft_mean_ms=_mean([r["ttft_ms"] for r in measured]),
             tpot_mean_ms=_mean([r["tpot_ms"] for r in measured]),

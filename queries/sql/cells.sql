@@ -66,6 +66,10 @@ job_cells AS (
 request_cells AS (
     SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
         count(*) AS requests,
+        -- How many distinct values stand behind the percentiles: in offline mode the requests of an
+        -- iteration finish together, so E2E percentiles describe when the batch completes.
+        count(DISTINCT e2e_ms) AS e2e_distinct,
+        count(DISTINCT ttft_ms) AS ttft_distinct,
         sum(prompt_tokens + output_tokens) AS tokens,
         sum(output_tokens) AS generated_tokens,
         avg(e2e_ms) AS latency_mean_ms,
@@ -135,13 +139,14 @@ SELECT * EXCLUDE (requests, tokens, generated_tokens, iterations),
     END AS status,
     coalesce(requests, 0) AS requests,
     tokens / nullif(elapsed_s, 0) AS throughput_tok_s,
-    -- 95% interval of the mean of the per-iteration values (NULL with fewer than 2 iterations).
-    throughput_tok_s_iter_mean - mean_ci_half(iterations, throughput_tok_s_iter_sd) AS throughput_ci_low,
-    throughput_tok_s_iter_mean + mean_ci_half(iterations, throughput_tok_s_iter_sd) AS throughput_ci_high,
-    e2e_p99_ms_iter_mean - mean_ci_half(iterations, e2e_p99_ms_iter_sd) AS latency_p99_ci_low,
-    e2e_p99_ms_iter_mean + mean_ci_half(iterations, e2e_p99_ms_iter_sd) AS latency_p99_ci_high,
-    e2e_p50_ms_iter_mean - mean_ci_half(iterations, e2e_p50_ms_iter_sd) AS latency_p50_ci_low,
-    e2e_p50_ms_iter_mean + mean_ci_half(iterations, e2e_p50_ms_iter_sd) AS latency_p50_ci_high,
+    -- 95% interval of the per-iteration values' geometric mean (t-interval on their logs: positive, like the
+    -- ratio intervals); NULL with fewer than 2 iterations. The figures' error bars.
+    exp(throughput_tok_s_log_mean - mean_ci_half(iterations, sqrt(throughput_tok_s_log_var))) AS throughput_ci_low,
+    exp(throughput_tok_s_log_mean + mean_ci_half(iterations, sqrt(throughput_tok_s_log_var))) AS throughput_ci_high,
+    exp(e2e_p99_ms_log_mean - mean_ci_half(iterations, sqrt(e2e_p99_ms_log_var))) AS latency_p99_ci_low,
+    exp(e2e_p99_ms_log_mean + mean_ci_half(iterations, sqrt(e2e_p99_ms_log_var))) AS latency_p99_ci_high,
+    exp(e2e_p50_ms_log_mean - mean_ci_half(iterations, sqrt(e2e_p50_ms_log_var))) AS latency_p50_ci_low,
+    exp(e2e_p50_ms_log_mean + mean_ci_half(iterations, sqrt(e2e_p50_ms_log_var))) AS latency_p50_ci_high,
     generated_tokens / nullif(elapsed_s, 0) AS output_tok_s,
     requests / nullif(elapsed_s, 0) AS requests_per_s,
     -- What the job needed: weights, history-branch parameters, KV in use at peak, SSM state.
