@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hybench.engine.scoring import TokenScores
+
 # Filler lengths in units of the window W that a recall task measures by default.
 DISTANCE_MULTIPLES = (0.5, 1.0, 2.0, 4.0)
 # A trailing non-zero word keeps recall draws apart from the benchmark prompts of the same seed.
@@ -85,3 +87,9 @@ def recall_sequence(vocab_size: int, input_len: int, block_len: int, distance: i
     tokens = np.concatenate([others[:prefix_len], block, others[prefix_len:], block])
     return RecallSequence(tokens=tokens.tolist(), block_start=prefix_len, repeat_start=prefix_len + block_len + distance,
                           block_len=block_len, distance=distance)
+
+
+def recall_outcome(seq: RecallSequence, scores: TokenScores) -> tuple[float, float]:
+    """(mean NLL, top-1 accuracy) over the repeat's scored tokens, from the sequence's teacher-forced scores."""
+    nll, correct = scores.at(seq.scored_positions)
+    return nll.mean().item(), correct.float().mean().item()
