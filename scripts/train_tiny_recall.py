@@ -139,7 +139,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--short-steps", type=int, default=1000)
-    parser.add_argument("--max-minutes", type=float, default=25.0)
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop early after this long (the weights then depend on the machine's speed)")
     parser.add_argument("--out", default=PRESET_FOLDER, help="checkpoint folder to write (config.json + model.safetensors)")
     parser.add_argument("--evaluate-only", action="store_true", help="score the weights in --out, train nothing")
     args = parser.parse_args()
@@ -180,7 +181,7 @@ def main() -> None:
                          f" 4W@1024 {recall_accuracy(model, 4, 1024, 8):.3f}")
                 save(model, args.out)
             print(line, flush=True)
-            if minutes > args.max_minutes:
+            if args.max_minutes is not None and minutes > args.max_minutes:
                 print("time budget reached", flush=True)
                 break
     save(model, args.out)
