@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 
 from hybench.engine.errors import CheckpointError, EngineConfigError
 from hybench.engine.llama import LlamaForCausalLM
-from hybench.engine.model_config import PRESETS, ModelConfig, preset_config
+from hybench.engine.model_config import PRESETS, ModelConfig, preset_config, trained_preset_folder
 
 INDEX_FILE = "model.safetensors.index.json"
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -39,9 +39,11 @@ def resolve_model(model: str, load_format: str = "auto") -> ResolvedModel:
         config = ModelConfig.from_file(os.path.join(model, "config.json"), model)
         return ResolvedModel(config, () if load_format == "dummy" else safetensors_files(model))
     preset = preset_config(model)
-    # A built-in preset that is not a Hub id (tiny-llama) has no weights anywhere: auto means dummy.
+    # A built-in preset that is not a Hub id has no weights anywhere (tiny-llama: auto means dummy)
+    # or ships its own (tiny-recall).
     if preset is not None and (load_format == "dummy" or "/" not in model):
-        return ResolvedModel(preset, ())
+        folder = trained_preset_folder(model)
+        return ResolvedModel(preset, () if folder is None or load_format == "dummy" else safetensors_files(folder))
     folder = _hub_snapshot(model)
     if folder is None:
         if preset is not None:

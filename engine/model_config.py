@@ -149,9 +149,21 @@ PRESETS = {
     "meta-llama/Llama-3.2-3B": "Llama-3.2-3B.json",
     "meta-llama/Llama-3.1-8B": "Llama-3.1-8B.json",
     "mistralai/Mistral-7B-v0.1": "Mistral-7B-v0.1.json",
+    "tiny-recall": "tiny-recall/config.json",
 }
+# Presets trained for a quality measure, each a checkpoint folder (config.json + safetensors) shipped in
+# the package, and the window W each was trained to be measured at (full recalls at 4W, sliding cannot
+# beyond W).
+TRAINED_PRESET_WINDOWS = {"tiny-recall": 32}
 
 
 def preset_config(model: str) -> ModelConfig | None:
     filename = PRESETS.get(model)
     return None if filename is None else ModelConfig.from_file(os.path.join(PRESET_DIR, filename), model)
+
+
+def trained_preset_folder(model: str) -> str | None:
+    """The checkpoint folder a trained preset ships as; None for the shape-only presets."""
+    if model not in TRAINED_PRESET_WINDOWS:
+        return None
+    return os.path.join(PRESET_DIR, os.path.dirname(PRESETS[model]))
