@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -80,14 +81,24 @@ def add_submit_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_submit_command)
 
 
+def ray_executable() -> str:
+    """The `ray` command on PATH, else the one installed beside this Python (a venv not activated)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ray")
+    return shutil.which("ray") or (beside if os.access(beside, os.X_OK) else "ray")
+
+
 def submit_command(args: argparse.Namespace) -> list[str]:
-    command = ["ray", "job", "submit", "--working-dir", "."]
+    command = [ray_executable(), "job", "submit", "--working-dir", "."]
     if args.ray_address:
         command += ["--address", args.ray_address]
     if args.no_wait:
         command.append("--no-wait")
     sweep_args = args.sweep_args[1:] if args.sweep_args[:1] == ["--"] else args.sweep_args
-    return command + ["--", "hybench", "sweep", "--address", "auto", *sweep_args]
+    # The job runs in the environment of the head's `ray start`, whose PATH may lack the venv (started
+    # as .venv/bin/ray): this Python's folder is searched after PATH, so a cluster's own hybench wins.
+    here = os.path.dirname(sys.executable)
+    entrypoint = ["sh", "-c", f'PATH="$PATH:{here}" exec hybench sweep "$@"', "hybench"]
+    return command + ["--", *entrypoint, "--address", "auto", *sweep_args]
 
 
 def run_submit_command(args: argparse.Namespace) -> int:
@@ -96,4 +107,4 @@ def run_submit_command(args: argparse.Namespace) -> int:
     try:
         return subprocess.call(command)
     except FileNotFoundError:
-        raise SweepError("the `ray` command is not on PATH (it comes with pip install ray)") from None
+        raise SweepError("the `ray` command is neither on PATH nor beside this Python (it comes with pip install 'ray[default]')") from None
