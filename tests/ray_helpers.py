@@ -103,11 +103,8 @@ def table_rows(results: str, table: str) -> list[dict]:
     store = ResultStore(results)
     good, bad = store.valid_files(table)
     assert not bad, f"unreadable {table} files: {bad}"
-    rows = []
-    for stored in good:
-        with store.fs.open_input_file(stored.path) as fh:
-            rows += pq.read_table(fh).to_pylist()
-    return rows
+    # The folder as any Parquet reader opens it: the partition columns come from the paths.
+    return pq.read_table(store.table_root(table)).to_pylist() if good else []
 
 
 def job_files(results: str, table: str) -> list[str]:
