@@ -101,10 +101,21 @@ def submit_command(args: argparse.Namespace) -> list[str]:
     return command + ["--", *entrypoint, "--address", "auto", *sweep_args]
 
 
+def submit_env() -> dict[str, str]:
+    """This environment, with Ray's token authentication on where a token is at hand and RAY_AUTH_MODE
+    is unset: `ray start --head` turns it on when it finds a token (~/.ray/auth_token, which any local
+    `hybench sweep` creates), but `ray job submit` sends it only when told, and is then refused."""
+    env = dict(os.environ)
+    token_path = env.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if "RAY_AUTH_MODE" not in env and (env.get("RAY_AUTH_TOKEN") or os.path.isfile(token_path)):
+        env["RAY_AUTH_MODE"] = "token"
+    return env
+
+
 def run_submit_command(args: argparse.Namespace) -> int:
     command = submit_command(args)
     print("+ " + shlex.join(command), file=sys.stderr)
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=submit_env())
     except FileNotFoundError:
         raise SweepError("the `ray` command is neither on PATH nor beside this Python (it comes with pip install 'ray[default]')") from None
