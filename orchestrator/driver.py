@@ -91,6 +91,8 @@ def run_sweep(specs: list[JobSpec], options: DriverOptions) -> SweepSummary:
 @contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Join the cluster at `address`, or start a private Ray on loopback; leave it on the way out."""
+    # Ray's notice that token authentication is on (it turns it on itself) asks nothing of the user.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         if address is None:
             # Never join a cluster by accident; the Ray processes started here inherit this env too.
