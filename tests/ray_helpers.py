@@ -129,7 +129,8 @@ def stop_ray_started_in(temp_dir: str, grace: float = 10) -> None:
     their children (workers, agents), and leaves every other Ray on the machine alone."""
     import psutil
 
-    roots = [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or ())]
+    roots = [p for p in psutil.process_iter(["cmdline"])
+             if temp_dir in " ".join(p.info["cmdline"] or ()) and p.pid != os.getpid()]
     procs = {}
     for root in roots:
         try:
