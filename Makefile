@@ -9,11 +9,12 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install demo test soak clean
 
+# PYTHONWARNINGS drops setuptools' notice that every editable install prints (not a problem).
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e ".[test]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import ray
+from ray._private import ray_constants
 from ray.exceptions import RayError, RayTaskError
 from tqdm import tqdm
 
@@ -90,6 +91,8 @@ def run_sweep(specs: list[JobSpec], options: DriverOptions) -> SweepSummary:
 @contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Join the cluster at `address`, or start a private Ray on loopback; leave it on the way out."""
+    # Ray's notice that token authentication is on (it turns it on itself) asks nothing of the user.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         if address is None:
             # Never join a cluster by accident; the Ray processes started here inherit this env too.
@@ -97,6 +100,7 @@ def ray_session(address: str | None) -> Iterator[None]:
             if stray:
                 print(f"hybench sweep: running on this machine, not on RAY_ADDRESS={stray} "
                       "(pass --address auto for that cluster)", file=sys.stderr)
+            _loopback_only()
             ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                      logging_level=logging.WARNING)
         else:
@@ -107,6 +111,15 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _loopback_only() -> None:
+    """Keep a private Ray on 127.0.0.1. On Linux Ray otherwise binds its GCS, raylet, workers and agents
+    to every interface (or the machine's outward IP), whatever node IP it is given; its single-machine
+    mode, the one it uses on macOS and Windows, binds them to loopback. The switch is read from the
+    environment by every process Ray starts, and once, at import, by this one."""
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _model_key(spec: JobSpec) -> tuple:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -80,20 +81,41 @@ def add_submit_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_submit_command)
 
 
+def ray_executable() -> str:
+    """The `ray` command on PATH, else the one installed beside this Python (a venv not activated)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ray")
+    return shutil.which("ray") or (beside if os.access(beside, os.X_OK) else "ray")
+
+
 def submit_command(args: argparse.Namespace) -> list[str]:
-    command = ["ray", "job", "submit", "--working-dir", "."]
+    command = [ray_executable(), "job", "submit", "--working-dir", "."]
     if args.ray_address:
         command += ["--address", args.ray_address]
     if args.no_wait:
         command.append("--no-wait")
     sweep_args = args.sweep_args[1:] if args.sweep_args[:1] == ["--"] else args.sweep_args
-    return command + ["--", "hybench", "sweep", "--address", "auto", *sweep_args]
+    # The job runs in the environment of the head's `ray start`, whose PATH may lack the venv (started
+    # as .venv/bin/ray): this Python's folder is searched after PATH, so a cluster's own hybench wins.
+    here = os.path.dirname(sys.executable)
+    entrypoint = ["sh", "-c", f'PATH="$PATH:{here}" exec hybench sweep "$@"', "hybench"]
+    return command + ["--", *entrypoint, "--address", "auto", *sweep_args]
+
+
+def submit_env() -> dict[str, str]:
+    """This environment, with Ray's token authentication on where a token is at hand and RAY_AUTH_MODE
+    is unset: `ray start --head` turns it on when it finds a token (~/.ray/auth_token, which any local
+    `hybench sweep` creates), but `ray job submit` sends it only when told, and is then refused."""
+    env = dict(os.environ)
+    token_path = env.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if "RAY_AUTH_MODE" not in env and (env.get("RAY_AUTH_TOKEN") or os.path.isfile(token_path)):
+        env["RAY_AUTH_MODE"] = "token"
+    return env
 
 
 def run_submit_command(args: argparse.Namespace) -> int:
     command = submit_command(args)
     print("+ " + shlex.join(command), file=sys.stderr)
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=submit_env())
     except FileNotFoundError:
-        raise SweepError("the `ray` command is not on PATH (it comes with pip install ray)") from None
+        raise SweepError("the `ray` command is neither on PATH nor beside this Python (it comes with pip install 'ray[default]')") from None

@@ -11,7 +11,14 @@ model="${1:-meta-llama/Llama-3.2-1B}"
 results="${2:-./results}"
 shift $(( $# < 2 ? $# : 2 ))
 
-exec hybench sweep \
+# hybench on PATH, else the one `make demo` installed in the repo's .venv (no activation needed).
+hybench="$(command -v hybench || true)"
+if [[ -z "$hybench" ]]; then
+    hybench="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/bin/hybench"
+    [[ -x "$hybench" ]] || { echo "run_hybrid_benchmark.sh: hybench is not on PATH and $hybench does not exist (run make install)" >&2; exit 2; }
+fi
+
+exec "$hybench" sweep \
     --models "$model" \
     --configs full,sliding,hybrid \
     --windows "${WINDOWS:-2048}" \

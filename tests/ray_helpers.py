@@ -4,6 +4,7 @@ Importing this module sets the environment every Ray process of the tests needs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -103,11 +104,8 @@ def table_rows(results: str, table: str) -> list[dict]:
     store = ResultStore(results)
     good, bad = store.valid_files(table)
     assert not bad, f"unreadable {table} files: {bad}"
-    rows = []
-    for stored in good:
-        with store.fs.open_input_file(stored.path) as fh:
-            rows += pq.read_table(fh).to_pylist()
-    return rows
+    # The folder as any Parquet reader opens it: the partition columns come from the paths.
+    return pq.read_table(store.table_root(table)).to_pylist() if good else []
 
 
 def job_files(results: str, table: str) -> list[str]:
@@ -124,3 +122,26 @@ def deterministic(results: str) -> dict[str, tuple]:
     return {row["job_id"]: (row["status"], row["config"], row["window"], row["input_len"],
                             tuple(sorted(tokens.get(row["job_id"], []))))
             for row in table_rows(results, "jobs")}
+
+
+def stop_ray_started_in(temp_dir: str, grace: float = 10) -> None:
+    """`ray stop` for one `ray start`: ends the processes whose command line names `temp_dir`, with
+    their children (workers, agents), and leaves every other Ray on the machine alone."""
+    import psutil
+
+    roots = [p for p in psutil.process_iter(["cmdline"])
+             if temp_dir in " ".join(p.info["cmdline"] or ()) and p.pid != os.getpid()]
+    procs = {}
+    for root in roots:
+        try:
+            procs |= {p.pid: p for p in (root, *root.children(recursive=True))}
+        except psutil.NoSuchProcess:
+            continue
+    for proc in procs.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)

@@ -30,8 +30,8 @@ def test_bench_writes_every_table(tmp_path, capsys):
     assert all(f.endswith(".parquet") for f in files)  # no temporary files left behind
     assert len(files) == 6 and all("model=tiny-llama/config=hybrid/input_len=" in f for f in files)
 
-    jobs = pq.read_table(out / "jobs", partitioning=None).to_pylist()
-    requests = pq.read_table(out / "requests", partitioning=None).to_pylist()
+    jobs = pq.read_table(out / "jobs").to_pylist()
+    requests = pq.read_table(out / "requests").to_pylist()
     assert set(JOBS_SCHEMA.names) <= set(jobs[0]) and set(REQUESTS_SCHEMA.names) <= set(requests[0])
     assert len(jobs) == 2 and all(j["status"] == "ok" for j in jobs)
     assert len(requests) == 2 * 3 * 3  # lengths x prompts x (warmup + measured) iterations
@@ -69,7 +69,7 @@ def test_bench_writes_every_table(tmp_path, capsys):
     first_ids = sorted(j["job_id"] for j in jobs)
     assert main(ARGS + ["--output-dir", str(out)]) == 0
     assert _files(out) == files
-    assert sorted(j["job_id"] for j in pq.read_table(out / "jobs", partitioning=None).to_pylist()) == first_ids
+    assert sorted(j["job_id"] for j in pq.read_table(out / "jobs").to_pylist()) == first_ids
 
 
 @pytest.mark.parametrize("bad,message", [

@@ -124,7 +124,7 @@ def test_bench_records_hit_rate_and_cache_memory(tmp_path):
                      "--dataset", str(data), "--input-lengths", "64", "--num-prompts", "8", "--output-len", "3",
                      "--num-warmup-iters", "0", "--num-benchmark-iters", "1", "--max-num-batched-tokens", "128",
                      "--output-dir", str(out), "--no-progress", *caching]) == 0
-    jobs = {r["enable_prefix_caching"]: r for r in pq.read_table(out / "jobs", partitioning=None).to_pylist()}
+    jobs = {r["enable_prefix_caching"]: r for r in pq.read_table(out / "jobs").to_pylist()}
     assert jobs[False]["prefix_cache_hit_rate"] is None
     cached = jobs[True]
     # 2 prefixes x 4 prompts: the first of each is snapshotted at 48 tokens, the other 3 reuse them

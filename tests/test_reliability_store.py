@@ -26,9 +26,9 @@ JOB = "0123456789abcdef0123"
 
 
 def _tables(tag: str):
-    requests = to_table("requests", [{"job_id": JOB, "iteration": 0, "request_id": i, "model": tag} for i in range(3)])
-    iterations = to_table("iterations", [{"job_id": JOB, "iteration": 0, "model": tag}])
-    jobs = to_table("jobs", [{"job_id": JOB, "status": "ok", "model": tag}])
+    requests = to_table("requests", [{"job_id": JOB, "iteration": 0, "request_id": i, "sweep_id": tag} for i in range(3)])
+    iterations = to_table("iterations", [{"job_id": JOB, "iteration": 0, "sweep_id": tag}])
+    jobs = to_table("jobs", [{"job_id": JOB, "status": "ok", "sweep_id": tag}])
     return {"requests": requests, "iterations": iterations, "jobs": jobs}
 
 
@@ -41,7 +41,7 @@ def _tags(store: ResultStore) -> dict[str, str]:
     out = {}
     for table in ("requests", "jobs"):
         [stored] = store.files(table)
-        out[table] = set(pq.read_table(stored.path).column("model").to_pylist()).pop()
+        out[table] = set(pq.read_table(stored.path).column("sweep_id").to_pylist()).pop()
     return out
 
 

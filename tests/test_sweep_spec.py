@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -110,9 +111,18 @@ def test_bad_flag_is_one_line(capsys):
 def test_submit_wraps_ray_job_submit():
     args = build_parser().parse_args(["submit", "--ray-address", "http://head:8265", "--",
                                       "--models", "tiny-llama", "--results", "s3://bucket/r"])
-    assert submit_command(args) == ["ray", "job", "submit", "--working-dir", ".", "--address", "http://head:8265",
-                                    "--", "hybench", "sweep", "--address", "auto", "--models", "tiny-llama",
-                                    "--results", "s3://bucket/r"]
+    command = submit_command(args)
+    assert os.path.basename(command[0]) == "ray"
+    assert command[1:] == ["job", "submit", "--working-dir", ".", "--address", "http://head:8265", "--", "sh", "-c",
+                           f'PATH="$PATH:{os.path.dirname(sys.executable)}" exec hybench sweep "$@"', "hybench",
+                           "--address", "auto", "--models", "tiny-llama", "--results", "s3://bucket/r"]
+
+
+def test_submit_finds_the_ray_beside_its_python_when_path_lacks_it(monkeypatch):
+    """A venv used without activation: `ray` is not on PATH but sits beside sys.executable."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    args = build_parser().parse_args(["submit", "--", "--models", "tiny-llama"])
+    assert submit_command(args)[0] == os.path.join(os.path.dirname(sys.executable), "ray")
 
 
 def test_runner_script_is_the_seed_convention(tmp_path):
@@ -133,3 +143,22 @@ def test_runner_script_is_the_seed_convention(tmp_path):
     assert {(s.output_len, s.num_warmup_iters, s.num_benchmark_iters) for s in specs} == {(128, 3, 10)}
     args = build_parser().parse_args(argv)
     assert (args.results, args.address) == ("./my_results", "auto")
+
+
+def test_runner_script_finds_the_repos_venv_without_activation(tmp_path):
+    """Right after `make demo`: hybench is not on PATH, the repo's .venv/bin holds it."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    script = tmp_path / "scripts" / "run_hybrid_benchmark.sh"
+    script.write_text(open(os.path.join(REPO, "scripts", "run_hybrid_benchmark.sh")).read())
+    script.chmod(0o755)
+    venv_hybench = tmp_path / ".venv" / "bin" / "hybench"
+    venv_hybench.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/args\n')
+    venv_hybench.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    subprocess.run([str(script), "tiny-llama", "r"], env=env, check=True, cwd=tmp_path)
+    assert (tmp_path / "args").read_text().splitlines()[:3] == ["sweep", "--models", "tiny-llama"]
+
+    venv_hybench.unlink()
+    missing = subprocess.run([str(script)], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "hybench" in missing.stderr

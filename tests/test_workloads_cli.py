@@ -19,7 +19,7 @@ BENCH = ["bench", "--model", "tiny-llama", "--config", "sliding", "--sliding-win
 
 
 def _read(folder, table):
-    return pq.read_table(folder / table, partitioning=None).to_pylist()
+    return pq.read_table(folder / table).to_pylist()
 
 
 def test_dataset_round_trip_runs_exactly_the_files_ids(tmp_path, monkeypatch, capsys):

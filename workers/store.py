@@ -1,6 +1,8 @@
 """The results store: one Parquet file per job and table, hive-partitioned, written atomically.
 
-Layout (DESIGN.md section 6): ``<root>/<table>/model=<m>/config=<c>/input_len=<n>/<job_id>.parquet``.
+Layout (DESIGN.md section 6): ``<root>/<table>/model=<m>/config=<c>/input_len=<n>/<job_id>.parquet``,
+the partition values percent-encoded in the path and not repeated in the file, so that every Parquet
+reader (DuckDB, pyarrow, pandas) opens a table's folder with hive partitioning.
 The store may be a local folder or a pyarrow filesystem URI (s3://, gs://, file://) so that every
 node of a cluster writes to one place. A local write goes to a hidden temporary name (outside the
 ``*.parquet`` glob), is fsynced, then renamed; on an object store the final key is put whole (a PUT
@@ -137,8 +139,13 @@ class ResultStore:
 
     def write(self, table: str, partition: dict, job_id: str, data: pa.Table) -> str:
         """Write one job's table atomically; replaces an earlier attempt at the same job. Prefer
-        write_result, which writes every table of an attempt so that readers can pair them."""
+        write_result, which writes every table of an attempt so that readers can pair them.
+
+        The partition columns are left out of the file: readers take them from the path (hive
+        partitioning), and a column in both places makes pyarrow and pandas refuse the folder, as the
+        path's inferred type (int32, dictionary) differs from the file's."""
         path = self.job_path(table, partition, job_id)
+        data = data.drop_columns([name for name in partition if name in data.column_names])
         try:
             if self.is_local:
                 self._write_local(path, data)
