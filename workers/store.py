@@ -25,11 +25,12 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from hybench.workers.job_spec import partition_folders
 
 try:
     import fcntl
@@ -94,8 +95,7 @@ class ResultStore:
         return posixpath.join(self.root, table)
 
     def job_path(self, table: str, partition: dict, job_id: str) -> str:
-        parts = [f"{key}={quote(str(value), safe='')}" for key, value in partition.items()]
-        return posixpath.join(self.table_root(table), *parts, f"{job_id}.parquet")
+        return posixpath.join(self.table_root(table), *partition_folders(partition), f"{job_id}.parquet")
 
     def display(self, path: str) -> str:
         return path if self.is_local else f"{self.uri.split('://')[0]}://{path}"
