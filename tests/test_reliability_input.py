@@ -752,3 +752,28 @@ def test_long_model_path_is_refused_before_the_job_runs(tmp_path, command):
     code, err, left = invoke(argv, str(tmp_path / "cwd"))
     assert_one_clear_line(code, err, {"model"}, left)
     assert "255" in err, err
+
+
+class _SilentStore:
+    """A remote filesystem that never answers (gs:// without network retries for minutes)."""
+
+    def get_file_info(self, path):
+        import time
+        time.sleep(60)
+
+
+def test_a_remote_store_that_does_not_answer_fails_within_the_stated_time(tmp_path, monkeypatch):
+    import time
+
+    from hybench.workers import store
+    silent = _SilentStore()
+    monkeypatch.setattr(store, "REMOTE_ANSWER_S", 1.0)
+    monkeypatch.setattr(store, "pafs", argparse.Namespace(  # as if gs:// opened, to a store that never answers
+        FileSystem=argparse.Namespace(from_uri=lambda uri: (silent, "bucket/results")),
+        LocalFileSystem=pa.fs.LocalFileSystem))
+    began = time.monotonic()
+    code, err, left = invoke(["sweep", "--results", "gs://bucket/results", "--models", "tiny-llama", "--no-progress"],
+                             str(tmp_path))
+    assert time.monotonic() - began < 20
+    assert_one_clear_line(code, err, {"gs://bucket/results"}, left)
+    assert "does not answer within 1 s" in err, err
