@@ -69,8 +69,9 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               "actors, the largest node's CPUs for CPU actors", "C"),
     RunOption("max_retries", int, 2, "times a job is re-run after its actor was lost (crash, node lost, "
               "timeout) before it is recorded as a failed job"),
-    RunOption("job_timeout", float, None, "seconds after which a running job's actor is restarted and the "
-              "attempt counts as failed; default: no limit", "SECONDS"),
+    RunOption("job_timeout", float, None, "seconds a job may run once its model is loaded (the load is not "
+              "counted) before its actor is restarted and the attempt counts as failed; default: no limit",
+              "SECONDS"),
 )
 JOB_FIELDS = tuple(f.spec_field for f in FLAGS)
 SETTINGS = JOB_FIELDS + tuple(o.name for o in RUN_OPTIONS)

@@ -129,6 +129,17 @@ class ModelCache:
                 attn.cache = None
 
 
+def load_model(spec: JobSpec, models: ModelCache) -> None:
+    """Load the model `spec` runs on into `models`, ahead of run_job. A failure is left for run_job,
+    which meets it again and records it as the job's row."""
+    if spec.engine == "hf":  # the Hugging Face peer loads its own model inside the job
+        return
+    try:
+        models.get(prepare(spec))
+    except Exception:  # noqa: BLE001, S110 - recorded by run_job, not here
+        models.clear()
+
+
 def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None, progress: bool = True) -> dict:
     """Run one job end to end and write its requests and jobs files. Returns the jobs row."""
     job = prepare(spec)
