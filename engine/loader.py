@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 from dataclasses import dataclass
 
 import torch
 from safetensors import SafetensorError, safe_open
 
+from hybench.engine.bounded_input import load_json
 from hybench.engine.errors import CheckpointError, EngineConfigError
 from hybench.engine.llama import LlamaForCausalLM
 from hybench.engine.model_config import PRESETS, ModelConfig, preset_config, trained_preset_folder
@@ -79,8 +79,7 @@ def safetensors_files(folder: str) -> tuple[str, ...]:
     index = os.path.join(folder, INDEX_FILE)
     if os.path.exists(index):
         try:
-            with open(index, encoding="utf-8") as fh:
-                names = sorted(set(json.load(fh)["weight_map"].values()))
+            names = sorted(set(load_json(index, "index")["weight_map"].values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{index} is malformed: {exc}") from None
         files = [os.path.join(folder, name) for name in names]

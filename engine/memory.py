@@ -5,12 +5,15 @@ the measured numbers; a test checks they equal the bytes the KV cache really all
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
 from hybench.engine.config import EngineConfig
+from hybench.engine.errors import EngineConfigError
+from hybench.engine.model_config import ModelConfig
 
 GIB = 1024**3
 STATE_DTYPE = torch.float32  # the SSM state and dt ring stay in fp32 whatever the model dtype
@@ -68,3 +71,25 @@ class SequenceMemory:
         kept = sum(map(self.kv_tokens, counts))
         kv = self.kv_bytes(1) * kept
         return kv + len(counts) * self.state_bytes() + self.dt_ring_bytes(1) * kept, kv
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """All the memory a job on `device` could use: the GPU's, or the machine's RAM for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(model: ModelConfig, dtype: torch.dtype, device: torch.device, memory: SequenceMemory,
+               tokens: int) -> None:
+    """Refuse, before anything is allocated, a job whose weights and one sequence's KV and state of
+    `tokens` tokens exceed the device's whole memory: it could only fail in the allocator."""
+    weight_bytes = model.num_params * torch.empty((), dtype=dtype).element_size()
+    sequence_bytes = memory.sequence_bytes(tokens)
+    total = device_memory_bytes(device)
+    if weight_bytes + sequence_bytes > total:
+        raise EngineConfigError(
+            f"{model.name}: the weights ({weight_bytes / GIB:.3g} GiB in {str(dtype).removeprefix('torch.')}) and "
+            f"one sequence's KV ({sequence_bytes / GIB:.3g} GiB for {tokens} tokens) exceed the {total / GIB:.3g} "
+            f"GiB of {device.type} memory (config.json: vocab_size {model.vocab_size}, hidden_size "
+            f"{model.hidden_size}, intermediate_size {model.intermediate_size}, num_hidden_layers {model.num_layers})")

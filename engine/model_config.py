@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from hybench.engine.bounded_input import InputLimitError, load_json
 from hybench.engine.errors import CheckpointError, EngineConfigError
 
 # Architectures whose weights and math this engine implements, and whether q/k/v carry a bias.
@@ -16,11 +17,14 @@ SUPPORTED_ARCHITECTURES = {
     "Qwen2ForCausalLM": True,
 }
 SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
-# (field, config.json key) of the sizes that must be positive integers.
-_POSITIVE_INTS = (("vocab_size", "vocab_size"), ("hidden_size", "hidden_size"),
-                  ("intermediate_size", "intermediate_size"), ("num_layers", "num_hidden_layers"),
-                  ("num_heads", "num_attention_heads"), ("num_kv_heads", "num_key_value_heads"),
-                  ("head_dim", "head_dim"), ("max_position_embeddings", "max_position_embeddings"))
+# (field, config.json key, largest value accepted) of the sizes that must be positive integers. The
+# bounds sit far above any released model (vocabularies ~256k, hidden sizes ~16k, a few hundred
+# layers) and far below sizes whose allocation would be terabytes: a typo or a hostile file is
+# refused up front instead of failing in the allocator.
+_POSITIVE_INTS = (("vocab_size", "vocab_size", 1 << 22), ("hidden_size", "hidden_size", 1 << 17),
+                  ("intermediate_size", "intermediate_size", 1 << 20), ("num_layers", "num_hidden_layers", 1024),
+                  ("num_heads", "num_attention_heads", 1024), ("num_kv_heads", "num_key_value_heads", 1024),
+                  ("head_dim", "head_dim", 1024), ("max_position_embeddings", "max_position_embeddings", 1 << 24))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +46,14 @@ class ModelConfig:
     o_bias: bool
     torch_dtype: str | None
     rope_scaling: dict[str, Any] = field(default_factory=dict)
+    remote_code: tuple[str, ...] = ()  # the classes config.json's auto_map asks to import from the checkpoint
 
     def __post_init__(self) -> None:
-        for field_name, key in _POSITIVE_INTS:
+        for field_name, key, largest in _POSITIVE_INTS:
             value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise EngineConfigError(f"{self.name}: config.json: {key} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= largest:
+                raise EngineConfigError(
+                    f"{self.name}: config.json: {key} must be an integer in 1..{largest}, got {value!r}")
         if not 0 < self.rope_theta < math.inf:
             raise EngineConfigError(
                 f"{self.name}: config.json: rope_theta must be a positive number, got {self.rope_theta}")
@@ -86,8 +92,11 @@ class ModelConfig:
                 f"{name}: architecture {arch} is not supported "
                 f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
         try:
-            hidden = int(raw["hidden_size"])
-            heads = int(raw["num_attention_heads"])
+            hidden = _int(raw["hidden_size"], "hidden_size")
+            heads = _int(raw["num_attention_heads"], "num_attention_heads")
+            if not raw.get("head_dim") and heads > 0 and hidden % heads:
+                raise EngineConfigError(f"{name}: config.json: hidden_size ({hidden}) is not a multiple of "
+                                        f"num_attention_heads ({heads}) and no head_dim is given")
             bias = SUPPORTED_ARCHITECTURES[arch]
             attention_bias = bool(raw.get("attention_bias", False))
             # transformers 5 folds rope_theta and rope_scaling into rope_parameters.
@@ -98,21 +107,22 @@ class ModelConfig:
             return cls(
                 name=name,
                 architecture=arch,
-                vocab_size=int(raw["vocab_size"]),
+                vocab_size=_int(raw["vocab_size"], "vocab_size"),
                 hidden_size=hidden,
-                intermediate_size=int(raw["intermediate_size"]),
-                num_layers=int(raw["num_hidden_layers"]),
+                intermediate_size=_int(raw["intermediate_size"], "intermediate_size"),
+                num_layers=_int(raw["num_hidden_layers"], "num_hidden_layers"),
                 num_heads=heads,
-                num_kv_heads=int(raw.get("num_key_value_heads") or heads),
-                head_dim=int(raw.get("head_dim") or hidden // heads),
+                num_kv_heads=_int(raw.get("num_key_value_heads") or heads, "num_key_value_heads"),
+                head_dim=_int(raw.get("head_dim") or hidden // heads, "head_dim"),
                 rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
                 rope_theta=theta,
-                max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+                max_position_embeddings=_int(raw.get("max_position_embeddings", 2048), "max_position_embeddings"),
                 tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
                 qkv_bias=attention_bias if bias is None else bias,
                 o_bias=attention_bias if bias is None else False,
                 torch_dtype=_optional_str(raw.get("torch_dtype") or raw.get("dtype"), "torch_dtype"),
                 rope_scaling=rope,
+                remote_code=_auto_map_classes(raw.get("auto_map")),
             )
         except KeyError as exc:
             raise CheckpointError(f"{name}: config.json has no {exc.args[0]!r}") from None
@@ -124,8 +134,9 @@ class ModelConfig:
     @classmethod
     def from_file(cls, path: str, name: str) -> "ModelConfig":
         try:
-            with open(path, encoding="utf-8") as fh:
-                raw = json.load(fh)
+            raw = load_json(path, "config")
+        except InputLimitError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
         except OSError as exc:
             raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -133,6 +144,25 @@ class ModelConfig:
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path} is not a JSON object")
         return cls.from_dict(raw, name)
+
+
+def _int(value: Any, key: str) -> int:
+    """An integer size as written: 64 or 64.0, never 64.5 truncated to 64 nor "64"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} must be an integer, got {value!r}")
+    return value
+
+
+def _auto_map_classes(auto_map: Any) -> tuple[str, ...]:
+    """The checkpoint classes an auto_map names (a dict of class or [class, class] entries)."""
+    if auto_map is None:
+        return ()
+    if not isinstance(auto_map, dict):
+        raise TypeError(f"auto_map must be an object, got {auto_map!r}")
+    entries = [v for value in auto_map.values() for v in (value if isinstance(value, list) else [value])]
+    return tuple(str(v) for v in entries if v is not None)
 
 
 def _optional_str(value: Any, key: str) -> str | None:

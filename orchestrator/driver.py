@@ -165,7 +165,7 @@ class _Actor:
 class _Running:
     actor: _Actor
     spec: JobSpec
-    since: float
+    since: float | None = None  # when its model was loaded and the job itself began; None while loading
     timed_out: bool = False
 
 
@@ -178,6 +178,7 @@ class _Loop:
         self.pending = _Pending(todo)
         self.running: dict[ray.ObjectRef, _Running] = {}
         self.starting: dict[ray.ObjectRef, _Actor] = {}  # placement calls of actors not known to be up
+        self.loading: dict[ray.ObjectRef, ray.ObjectRef] = {}  # model loads -> the run call queued behind each
         self.attempts: Counter[str] = Counter()
         count, gpus, cpus = _worker_shape(options, len(todo))
         worker = RemoteJobWorker.options(num_gpus=gpus, num_cpus=cpus, **_forwarded_env())
@@ -196,10 +197,13 @@ class _Loop:
         try:
             while self.pending or self.running:
                 self._dispatch()
-                ready, _ = ray.wait([*self.running, *self.starting], num_returns=1, timeout=self._wait_s())
+                ready, _ = ray.wait([*self.running, *self.loading, *self.starting], num_returns=1,
+                                    timeout=self._wait_s())
                 for ref in ready:
                     if ref in self.running:
                         self._finished(ref)
+                    elif ref in self.loading:
+                        self._loaded(ref)
                     else:
                         self._started(ref)
                 self._enforce_timeout()
@@ -243,10 +247,22 @@ class _Loop:
             if not self.pending:
                 return
             spec = self.pending.take(actor.model)
-            self.running[actor.handle.run.remote(spec)] = _Running(actor, spec, time.monotonic())
+            # The actor runs its calls in order: the load, then the job, whose clock starts once loaded.
+            load = actor.handle.load.remote(spec)
+            job = actor.handle.run.remote(spec)
+            self.loading[load] = job
+            self.running[job] = _Running(actor, spec)
+
+    def _loaded(self, ref: ray.ObjectRef) -> None:
+        """The model is loaded (or its load failed, which the job then meets and records): the job
+        itself starts now, and so does its --job-timeout."""
+        run = self.running.get(self.loading.pop(ref))
+        if run is not None:
+            run.since = time.monotonic()
 
     def _finished(self, ref: ray.ObjectRef) -> None:
         run = self.running.pop(ref)
+        self.loading = {load: job for load, job in self.loading.items() if job != ref}
         try:
             row = ray.get(ref)
         except RayTaskError as exc:  # raised before the job could record itself: retrying cannot help
@@ -282,7 +298,7 @@ class _Loop:
 
     def _wait_s(self) -> float:
         """Until the next news is due: a poll, or the first job to pass its timeout."""
-        starts = [run.since for run in self.running.values() if not run.timed_out]
+        starts = [run.since for run in self.running.values() if not run.timed_out and run.since is not None]
         if self.options.job_timeout is None or not starts:
             return POLL_S
         return min(POLL_S, max(0.0, min(starts) + self.options.job_timeout - time.monotonic()))
@@ -292,7 +308,7 @@ class _Loop:
             return
         now = time.monotonic()
         for run in self.running.values():
-            if not run.timed_out and now - run.since > self.options.job_timeout:
+            if not run.timed_out and run.since is not None and now - run.since > self.options.job_timeout:
                 run.timed_out = True
                 ray.kill(run.actor.handle, no_restart=False)  # its job then fails as a lost actor
 

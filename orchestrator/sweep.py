@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import yaml
 
+from hybench.engine.bounded_input import InputLimitError, load_yaml
 from hybench.orchestrator.flags import FLAGS, add_sweep_flags, scalar_type
 from hybench.workers.job_spec import JobSpec
 
@@ -69,8 +70,9 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               "actors, the largest node's CPUs for CPU actors", "C"),
     RunOption("max_retries", int, 2, "times a job is re-run after its actor was lost (crash, node lost, "
               "timeout) before it is recorded as a failed job"),
-    RunOption("job_timeout", float, None, "seconds after which a running job's actor is restarted and the "
-              "attempt counts as failed; default: no limit", "SECONDS"),
+    RunOption("job_timeout", float, None, "seconds a job may run once its model is loaded (the load is not "
+              "counted) before its actor is restarted and the attempt counts as failed; default: no limit",
+              "SECONDS"),
 )
 JOB_FIELDS = tuple(f.spec_field for f in FLAGS)
 SETTINGS = JOB_FIELDS + tuple(o.name for o in RUN_OPTIONS)
@@ -105,10 +107,13 @@ def _file_keys() -> dict[str, tuple[str, str]]:
 def load_sweep_file(path: str) -> dict[str, Any]:
     """The settings a YAML sweep file sets, parsed and checked like the flags."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        data = load_yaml(path, "sweep")
     except OSError as exc:
         raise SweepError(f"cannot read sweep file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SweepError(f"{path}: not UTF-8 text") from None
+    except InputLimitError as exc:
+        raise SweepError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -125,15 +130,22 @@ def load_sweep_file(path: str) -> dict[str, Any]:
         if setting in settings:
             raise SweepError(f"{path}: field {key!r} sets {setting}, which an earlier field already set")
         is_job_field = setting in JOB_FIELDS
-        if isinstance(value, dict) or (isinstance(value, list) and not is_job_field):
+        nested = isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value)
+        if isinstance(value, dict) or nested or (isinstance(value, list) and not is_job_field):
             raise SweepError(f"{path}: {key}: takes {'a value or a list' if is_job_field else 'one value'}, "
-                             f"got {value!r}")
+                             f"got {_shown(value)}")
         text = ",".join(_text(v) for v in value) if isinstance(value, list) else _text(value)
         try:
             settings[setting] = getattr(parser.parse_args([flag, text]), setting)
         except argparse.ArgumentError as exc:
             raise SweepError(f"{path}: {key}: {exc.message}") from None
     return settings
+
+
+def _shown(value: Any) -> str:
+    """A value for an error line, cut short (a value may be large)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _text(value: Any) -> str:

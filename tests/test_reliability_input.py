@@ -340,26 +340,23 @@ def _hostile(checkpoint: str, tmp_path, model_type: str) -> str:
 
 @pytest.mark.parametrize("model_type", ["llama", "evil"])
 def test_checkpoint_code_never_runs_without_trust_remote_code(checkpoint, tmp_path, model_type):
-    """Both engines, weights and dummy; the `llama` type loads without the files, an unknown type fails
-    clearly; the checkpoint's Python never runs (it would write the marker)."""
+    """Both engines, weights and dummy: a config.json with an auto_map is refused up front (one line naming
+    auto_map and --trust-remote-code, nothing written), and the checkpoint's Python never runs (it would
+    write the marker)."""
     folder = _hostile(checkpoint, tmp_path, model_type)
     marker = tmp_path / "MARKER"
     runs = {}
     with mock.patch.dict(os.environ, {"HYBENCH_TEST_MARKER": str(marker)}):
         for engine, config in (("hybrid", "hybrid"), ("hf", "full")):
             for load_format in ("auto", "dummy"):
+                (tmp_path / f"cwd-{engine}-{load_format}").mkdir()
                 runs[engine, load_format] = invoke(
-                    [*BENCH, "--model", folder, "--engine", engine, "--config", config, "--load-format", load_format,
-                     "--output-dir", f"out-{engine}-{load_format}"], str(tmp_path), run=True)
+                    [*BENCH, "--model", folder, "--engine", engine, "--config", config, "--load-format", load_format],
+                    str(tmp_path / f"cwd-{engine}-{load_format}"), run=True)
     assert not marker.exists(), marker.read_text()
-    for (engine, load_format), (code, err, _) in runs.items():
-        assert "Traceback" not in err, err
-        if engine == "hf" and model_type == "evil":  # transformers would need the repo's code: a clear error row
-            assert code == 1, err
-            [row] = table_rows(str(tmp_path / f"out-{engine}-{load_format}"), "jobs")
-            assert row["status"] == "error" and ("custom code" in row["error"] or "Unrecognized model" in row["error"])
-        else:
-            assert code == 0, err
+    for code, err, left in runs.values():
+        assert_one_clear_line(code, err, {"auto_map"}, left)
+        assert "--trust-remote-code" in err, err
 
 
 def test_tokenizer_code_never_runs(tmp_path):
@@ -627,3 +624,156 @@ def test_cluster_configs_carry_no_secrets_and_keep_the_job_server_private(name):
             assert value.startswith("~/") and "\n" not in value  # a path on the user's machine, not a key
     # The dashboard's job server runs whatever it is sent: on the head's loopback, reached by `ray dashboard`.
     assert "--dashboard-host=0.0.0.0" not in text and "--dashboard-host=127.0.0.1" in text
+
+
+# -- bounded parsing: sizes, nesting and aliases (engine/bounded_input.py) -----------------------------
+
+DEEP = 50_000  # far past Python's recursion limit: an unbounded parser ends in a RecursionError
+
+
+def _deep_json(key: str) -> str:
+    return '{"%s": %s}' % (key, "[" * DEEP + "]" * DEEP)
+
+
+def _alias_bomb(levels: int = 10) -> str:
+    """Each anchor a list of nine aliases of the previous one, all in the models field: 9**10 strings
+    from a few hundred bytes."""
+    lines = ["models:", '- &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, levels):
+        lines.append(f"- &a{level} [" + ",".join([f"*a{level - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _under_memory_cap() -> None:
+    limit = 2 << 30
+    resource = pytest.importorskip("resource")
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+@pytest.mark.parametrize("text", [_alias_bomb(), "models: &a [tiny-llama, *a]\n"], ids=["billion-laughs", "self-alias"])
+def test_yaml_alias_bomb_fails_fast_under_a_memory_cap(tmp_path, text):
+    """The real CLI in a process capped at 2 GiB of address space: one line, exit 2, in seconds."""
+    (tmp_path / "bomb.yaml").write_text(text)
+    assert len(text) < 600
+    hybench = os.path.join(os.path.dirname(sys.executable), "hybench")
+    done = subprocess.run([hybench, "sweep", "bomb.yaml", "--no-progress"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, preexec_fn=_under_memory_cap,
+                          env=os.environ | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and "bomb.yaml" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bomb.yaml"]
+
+
+def _deep_parquet_dataset(path) -> None:
+    from hybench.workers.datasets import _PARQUET_SCHEMA
+    table = pa.Table.from_pylist([], schema=_PARQUET_SCHEMA)
+    pq.write_table(table.replace_schema_metadata({b"hybench": _deep_json("format").encode()}), path)
+
+
+@pytest.mark.parametrize("kind", ["sweep", "dataset-json", "dataset-parquet", "config", "index", "tokenizer"])
+def test_deep_nesting_in_every_input_file_is_one_line(checkpoint, tmp_path, kind):
+    """Nesting 50,000 deep in each kind of file a user hands over: one line naming the file, exit 2."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    if kind == "sweep":
+        path = inputs / "deep.yaml"
+        path.write_text("models: " + "[" * DEEP + "]" * DEEP + "\n")
+        argv = ["sweep", str(path), "--no-progress"]
+    elif kind == "dataset-json":
+        path = inputs / "deep.json"
+        path.write_text(_deep_json("prompts"))
+        argv = [*BENCH, "--dataset", str(path)]
+    elif kind == "dataset-parquet":
+        path = inputs / "deep.parquet"
+        _deep_parquet_dataset(path)
+        argv = [*BENCH, "--dataset", str(path)]
+    elif kind == "config":
+        path = inputs / "model" / "config.json"
+        path.parent.mkdir()
+        path.write_text(_deep_json("hidden_size"))
+        argv = [*BENCH, "--model", str(path.parent), "--load-format", "dummy"]
+    elif kind == "index":
+        folder = pathlib.Path(_copy(checkpoint, inputs))
+        path = folder / "model.safetensors.index.json"
+        path.write_text(_deep_json("weight_map"))
+        argv = [*BENCH, "--model", str(folder)]
+    else:
+        path = inputs / "tok" / "tokenizer_config.json"
+        path.parent.mkdir()
+        path.write_text(_deep_json("tokenizer_class"))
+        argv = ["data", "--tokenizer", str(path.parent), "--input-lengths", "8", "--num-prompts", "1",
+                "--output-file", "out/p.json"]
+    (tmp_path / "cwd").mkdir()
+    code, err, left = invoke(argv, str(tmp_path / "cwd"))
+    assert_one_clear_line(code, err, {str(path), str(path.parent)}, left)
+    assert "nested deeper" in err, err
+
+
+def _config_folder(tmp_path, **changes) -> str:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(CONFIG | changes))
+    return str(folder)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"hidden_size": 64.5}, "hidden_size"),
+    ({"hidden_size": 1e9}, "hidden_size"),
+    ({"vocab_size": 1e10}, "vocab_size"),
+    ({"num_attention_heads": 1e6}, "num_attention_heads"),
+    ({"num_hidden_layers": 1e7}, "num_hidden_layers"),
+    ({"intermediate_size": 1e12}, "intermediate_size"),
+    ({"num_key_value_heads": 3}, "num_key_value_heads"),
+    ({"num_attention_heads": 5, "head_dim": None}, "num_attention_heads"),
+    ({"vocab_size": 4_000_000, "hidden_size": 65_536, "num_attention_heads": 64, "num_key_value_heads": 8,
+      "head_dim": None}, "vocab_size"),  # in bounds, but ~1 TiB of weights: more than any machine here
+], ids=["fraction", "huge-hidden", "huge-vocab", "huge-heads", "huge-layers", "huge-mlp", "kv-heads-divide",
+        "heads-divide-hidden", "weights-exceed-memory"])
+def test_absurd_model_configs_are_refused_before_anything_runs(tmp_path, changes, named):
+    folder = _config_folder(tmp_path, **changes)
+    (tmp_path / "cwd").mkdir()
+    with mock.patch("hybench.engine.llama.LlamaForCausalLM.__init__", side_effect=AssertionError("built a model")):
+        code, err, left = invoke([*BENCH, "--model", folder, "--load-format", "dummy"], str(tmp_path / "cwd"), run=True)
+    assert_one_clear_line(code, err, {named}, left)
+    assert folder in err, err
+
+
+@pytest.mark.parametrize("command", ["bench", "sweep"])
+def test_long_model_path_is_refused_before_the_job_runs(tmp_path, command):
+    """A model path whose partition folder name (percent-encoded) passes 255 bytes could never be stored."""
+    rest = "m" * (245 - len(str(tmp_path)) - 1)
+    folder = tmp_path / "/".join(rest[i:i + 99] for i in range(0, len(rest), 100))  # folders of 99 bytes
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    assert len(str(folder)) == 245
+    argv = ([*BENCH, "--model", str(folder), "--load-format", "dummy"] if command == "bench"
+            else ["sweep", "--models", str(folder), "--load-format", "dummy", "--no-progress"])
+    (tmp_path / "cwd").mkdir()
+    code, err, left = invoke(argv, str(tmp_path / "cwd"))
+    assert_one_clear_line(code, err, {"model"}, left)
+    assert "255" in err, err
+
+
+class _SilentStore:
+    """A remote filesystem that never answers (gs:// without network retries for minutes)."""
+
+    def get_file_info(self, path):
+        import time
+        time.sleep(60)
+
+
+def test_a_remote_store_that_does_not_answer_fails_within_the_stated_time(tmp_path, monkeypatch):
+    import time
+
+    from hybench.workers import store
+    silent = _SilentStore()
+    monkeypatch.setattr(store, "REMOTE_ANSWER_S", 1.0)
+    monkeypatch.setattr(store, "pafs", argparse.Namespace(  # as if gs:// opened, to a store that never answers
+        FileSystem=argparse.Namespace(from_uri=lambda uri: (silent, "bucket/results")),
+        LocalFileSystem=pa.fs.LocalFileSystem))
+    began = time.monotonic()
+    code, err, left = invoke(["sweep", "--results", "gs://bucket/results", "--models", "tiny-llama", "--no-progress"],
+                             str(tmp_path))
+    assert time.monotonic() - began < 20
+    assert_one_clear_line(code, err, {"gs://bucket/results"}, left)
+    assert "does not answer within 1 s" in err, err

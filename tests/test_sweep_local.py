@@ -123,3 +123,40 @@ def test_one_actor_per_gpu_each_pinned_to_its_own_and_the_jobs_spread(tmp_path):
     used = {(str(r["worker_pid"]), r["cuda_visible_devices"]) for r in rows}
     assert used == set(up.items())  # both workers ran jobs, each on its own GPU only
     assert all(r["gpu_uuid"] is None for r in rows)  # fake GPUs: the engine ran on CPU
+
+
+SLOW_LOAD_SWEEP = """
+import sys, time
+import ray
+from hybench.orchestrator import driver
+from hybench.orchestrator.sweep import expand, resolve
+from hybench.workers.actor import JobWorker
+
+class SlowLoad(JobWorker):
+    '''A worker whose model builds take LOAD_S seconds (a large checkpoint on a slow disk).'''
+    def __init__(self, *args):
+        super().__init__(*args)
+        from hybench.workers import job
+        build = job.build_model
+        def slow_build(*a, **k):
+            time.sleep(LOAD_S)
+            return build(*a, **k)
+        job.build_model = slow_build
+
+LOAD_S = float(sys.argv[3])  # captured with the class: an actor's own sys.argv is Ray's
+driver.RemoteJobWorker = ray.remote(max_restarts=-1, max_task_retries=0)(SlowLoad)
+given = {"model": ("tiny-llama",), "config": ("hybrid",), "window": (16,), "input_len": (32,), "num_prompts": (2,),
+         "output_len": (4,), "num_warmup_iters": (0,), "num_benchmark_iters": (1,)}
+options = driver.DriverOptions(results=sys.argv[1], job_timeout=float(sys.argv[2]), max_retries=0, progress=False)
+print(dict(driver.run_sweep(expand(resolve(given, None)), options).statuses))
+"""
+
+
+def test_job_timeout_counts_the_job_not_the_model_load(tmp_path):
+    """A model load longer than --job-timeout, before a job well within it: the job is ok."""
+    results = str(tmp_path / "results")
+    done = subprocess.run([*cli()[:1], "-c", SLOW_LOAD_SWEEP, results, "5", "8"], capture_output=True, text=True,
+                          env=sweep_env(), timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "{'ok': 1}", done.stdout + done.stderr[-3000:]
+    assert [r["status"] for r in table_rows(results, "jobs")] == ["ok"]

@@ -12,7 +12,7 @@ import socket
 import ray
 import torch
 
-from hybench.workers.job import ModelCache, run_job
+from hybench.workers.job import ModelCache, load_model, run_job
 from hybench.workers.job_spec import JobSpec
 from hybench.workers.store import ResultStore
 
@@ -41,6 +41,10 @@ class JobWorker:
             "torch_threads": torch.get_num_threads(),
             "env": {name: os.environ.get(name) for name in FORWARDED_ENV},
         }
+
+    def load(self, spec: JobSpec) -> None:
+        """Load the job's model ahead of `run`, so the driver's --job-timeout counts the job alone."""
+        load_model(spec, self._models)
 
     def run(self, spec: JobSpec) -> dict:
         return run_job(spec, self._store, self._models, progress=False)

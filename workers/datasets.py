@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hybench.engine.bounded_input import file_kind_limit, load_json, loads_json
 from hybench.workers.prompts import PATTERNS, PromptSet
 
 FORMAT = "hybench-prompts"
@@ -152,17 +153,17 @@ def load_dataset(path: str) -> Dataset:
 
 
 def _read_json(path: str) -> tuple[dict, list]:
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    try:
+        data = load_json(path, "dataset")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("prompts"), list):
         raise ValueError(f"not a {FORMAT} file: expected an object with a \"prompts\" list")
     return data, data["prompts"]
 
 
 def _read_parquet(path: str) -> tuple[dict, list]:
+    file_kind_limit(path, "dataset")
     try:
         table = pq.read_table(path)
     except pa.ArrowInvalid as exc:
@@ -173,7 +174,10 @@ def _read_parquet(path: str) -> tuple[dict, list]:
     missing = [name for name in _PARQUET_SCHEMA.names if name not in table.schema.names]
     if missing:
         raise ValueError(f"not a {FORMAT} file: no column {', '.join(missing)}")
-    header = json.loads(raw)
+    try:
+        header = loads_json(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not a {FORMAT} file: its hybench metadata is not valid JSON ({exc.msg})") from None
     if not isinstance(header, dict):
         raise ValueError(f"not a {FORMAT} file: its hybench metadata is not a JSON object")
     return header, table.select(_PARQUET_SCHEMA.names).to_pylist()

@@ -35,7 +35,7 @@ from hybench.engine import (
 )
 from hybench.engine.llama import LlamaForCausalLM
 from hybench.engine.loader import check_weights
-from hybench.engine.memory import GIB
+from hybench.engine.memory import GIB, SequenceMemory, check_fits
 from hybench.workers import device_info
 from hybench.workers.arrivals import OFFLINE, arrival_offsets_ns, run_schedule
 from hybench.workers.job_spec import JobSpec, project_version
@@ -61,6 +61,10 @@ def prepare(spec: JobSpec) -> PreparedJob:
     """Check everything a user can get wrong before any work is done; raises EngineConfigError, or
     DatasetError for a --dataset that cannot serve the job."""
     resolved = resolve_model(spec.model, spec.load_format)
+    if resolved.config.remote_code and not spec.trust_remote_code:
+        raise EngineConfigError(
+            f"{spec.model}: config.json asks to run code shipped with the checkpoint (auto_map: "
+            f"{', '.join(resolved.config.remote_code)}); pass --trust-remote-code only if you trust it")
     check_weights(resolved)  # a truncated or mismatched checkpoint stops here, before anything is written
     config = resolved.config
     device = resolve_device(spec.device)
@@ -83,10 +87,15 @@ def prepare(spec: JobSpec) -> PreparedJob:
     if max_len > config.max_position_embeddings:
         raise EngineConfigError(
             f"--max-model-len {max_len} exceeds the {config.max_position_embeddings} positions {spec.model} supports")
+    dtype = resolve_dtype(spec.dtype, config, device)
+    kv_elem_bytes = torch.empty((), dtype=dtype).element_size()
+    sequence_memory = SequenceMemory(config.num_layers, config.num_kv_heads, config.head_dim, kv_elem_bytes,
+                                     None if spec.config == "full" else spec.window, spec.config == "hybrid")
+    check_fits(config, dtype, device, sequence_memory, max_len)
     dataset_prompts = None
     if spec.dataset is not None:
         dataset_prompts = spec.dataset.prompts(spec.input_len, spec.num_prompts, config.vocab_size, spec.model)
-    return PreparedJob(spec, resolved, device, resolve_dtype(spec.dtype, config, device), max_len, dataset_prompts)
+    return PreparedJob(spec, resolved, device, dtype, max_len, dataset_prompts)
 
 
 class ModelCache:
@@ -118,6 +127,17 @@ class ModelCache:
         if self._model is not None:
             for attn in self._model.attention_layers:
                 attn.cache = None
+
+
+def load_model(spec: JobSpec, models: ModelCache) -> None:
+    """Load the model `spec` runs on into `models`, ahead of run_job. A failure is left for run_job,
+    which meets it again and records it as the job's row."""
+    if spec.engine == "hf":  # the Hugging Face peer loads its own model inside the job
+        return
+    try:
+        models.get(prepare(spec))
+    except Exception:  # noqa: BLE001, S110 - recorded by run_job, not here
+        models.clear()
 
 
 def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None, progress: bool = True) -> dict:

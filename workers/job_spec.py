@@ -12,8 +12,11 @@ import json
 import math
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from urllib.parse import quote
 
 from hybench.workers.datasets import DatasetRef
+
+NAME_MAX = 255  # bytes in one file or folder name on Linux, macOS and object-store mounts
 
 ATTENTION_CONFIGS = ("full", "sliding", "hybrid")
 INT64_MAX = 2**63 - 1
@@ -113,6 +116,10 @@ class JobSpec:
                             f"schedule may span")
         if self.concurrency_limit is not None and self.concurrency_limit < 1:
             problems.append(f"concurrency_limit (--max-concurrency) must be at least 1, got {self.concurrency_limit}")
+        for folder in partition_folders(self.partition()):
+            if len(folder.encode()) > NAME_MAX:
+                problems.append(f"model {self.model!r} makes the results folder name {folder[:40]}... "
+                                f"{len(folder.encode())} bytes long, more than the {NAME_MAX} a file system allows")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -133,3 +140,8 @@ class JobSpec:
     def partition(self) -> dict[str, str | int]:
         """Hive partition keys of this job's files, in path order (DESIGN.md section 6)."""
         return {"model": self.model, "config": self.config, "input_len": self.input_len}
+
+
+def partition_folders(partition: dict[str, str | int]) -> list[str]:
+    """The folder names of a job's partition in the store: key=value, the value percent-encoded."""
+    return [f"{key}={quote(str(value), safe='')}" for key, value in partition.items()]

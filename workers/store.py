@@ -24,14 +24,16 @@ import os
 import posixpath
 import re
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from hybench.workers.job_spec import partition_folders
 
 try:
     import fcntl
@@ -39,6 +41,7 @@ except ImportError:  # Windows: no partition locks; attempt ids still expose int
     fcntl = None
 
 TABLES = ("requests", "iterations", "jobs")  # in the order an attempt writes them: jobs last
+REMOTE_ANSWER_S = 30.0  # how long a remote store may take to answer its first question
 SUCCESS_SUFFIX = "._SUCCESS"
 ATTEMPT_KEY = b"hybench.attempt"  # Parquet key-value metadata: the attempt that wrote the file
 STALE_TEMP_S = 24 * 3600  # a temporary file this old, or of a dead writer on this host, is garbage
@@ -90,14 +93,30 @@ class ResultStore:
             raise StoreError(f"cannot open results store {uri!r}: {exc}") from None
         self.root = root.rstrip("/")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        if not self.is_local:
+            self._check_answers()
+
+    def _check_answers(self) -> None:
+        """Ask a remote store about its root once, on a thread we can stop waiting for: some stores
+        (gs:// without network or credentials) retry silently for minutes. Only silence is judged
+        here; an error answer surfaces, with its own text, at the first real read or write."""
+        probe = threading.Thread(target=self._probe_root, daemon=True, name="hybench-store-probe")
+        probe.start()
+        probe.join(REMOTE_ANSWER_S)
+        if probe.is_alive():
+            raise StoreError(f"results store {self.uri} does not answer within {REMOTE_ANSWER_S:g} s "
+                             "(unreachable, or no credentials for it?)")
+
+    def _probe_root(self) -> None:
+        with contextlib.suppress(Exception):  # judged by _check_answers from silence alone
+            self.fs.get_file_info(self.root)
 
     # -- paths -----------------------------------------------------------------------------
     def table_root(self, table: str) -> str:
         return posixpath.join(self.root, table)
 
     def job_path(self, table: str, partition: dict, job_id: str) -> str:
-        parts = [f"{key}={quote(str(value), safe='')}" for key, value in partition.items()]
-        return posixpath.join(self.table_root(table), *parts, f"{job_id}.parquet")
+        return posixpath.join(self.table_root(table), *partition_folders(partition), f"{job_id}.parquet")
 
     def display(self, path: str) -> str:
         return path if self.is_local else f"{self.uri.split('://')[0]}://{path}"

@@ -7,6 +7,7 @@ config, which the engine accepts just the same; there is simply no text.
 """
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hybench.engine import resolve_model
+from hybench.engine.bounded_input import load_json
 from hybench.engine.model_config import PRESETS
 from hybench.workers.datasets import DatasetError
 from hybench.workers.prompts import Pool
@@ -54,6 +56,7 @@ def _load_tokenizer(name: str) -> Any | None:
     from transformers import AutoTokenizer  # slow to import; only `hybench data --tokenizer` needs it
 
     if os.path.isdir(name):
+        _check_tokenizer_files(name)
         try:
             return AutoTokenizer.from_pretrained(name, trust_remote_code=False)  # never a checkpoint's code
         except (OSError, ValueError) as exc:
@@ -66,6 +69,17 @@ def _load_tokenizer(name: str) -> Any | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def _check_tokenizer_files(folder: str) -> None:
+    """Every JSON file of a tokenizer folder within the size and nesting limits, before transformers
+    (and its Rust tokenizer) parse them without either."""
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        try:
+            load_json(path, "tokenizer")
+        except (OSError, ValueError) as exc:  # InputLimitError, JSONDecodeError, UnicodeDecodeError
+            raise DatasetError(f"--tokenizer {folder}: {os.path.basename(path)}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _tokenizer_vocabulary(name: str, tokenizer: Any) -> Vocabulary:
