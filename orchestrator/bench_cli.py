@@ -11,7 +11,7 @@ import json
 import math
 import os
 
-from hybench.orchestrator.flags import add_bench_flags, spec_fields
+from hybench.orchestrator.flags import add_bench_flags, spec_fields, with_flag_names
 from hybench.orchestrator.output_paths import check_output_file, check_output_folder
 from hybench.workers.job import ModelCache, prepare, run_job
 from hybench.workers.job_spec import JobSpec
@@ -42,7 +42,7 @@ def make_specs(args: argparse.Namespace) -> list[JobSpec]:
     try:
         return [JobSpec(**fields, input_len=n, sweep_id=args.sweep_id) for n in lengths]
     except ValueError as exc:
-        raise BenchInputError(str(exc)) from None
+        raise BenchInputError(with_flag_names(str(exc))) from None
 
 
 class BenchInputError(ValueError):

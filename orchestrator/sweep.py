@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import yaml
 
-from hybench.orchestrator.flags import FLAGS, add_sweep_flags, scalar_type
+from hybench.orchestrator.flags import FLAGS, add_sweep_flags, scalar_type, with_flag_names
 from hybench.workers.job_spec import JobSpec
 
 # The no-argument sweep: the tiny preset, every config, a window shorter than the longer inputs
@@ -170,7 +170,7 @@ def expand(settings: dict[str, Any]) -> list[JobSpec]:
         try:
             spec = JobSpec(**values)
         except ValueError as exc:
-            raise SweepError(str(exc)) from None
+            raise SweepError(with_flag_names(str(exc), plural=True)) from None
         specs.setdefault(spec.job_id, spec)
     sweep_id = settings["sweep_id"] or "sweep-" + hashlib.sha256(" ".join(sorted(specs)).encode()).hexdigest()[:8]
     return [dataclasses.replace(spec, sweep_id=sweep_id) for spec in specs.values()]

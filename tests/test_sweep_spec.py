@@ -68,7 +68,7 @@ def test_sweep_file_equals_flags_and_flags_override_it(tmp_path):
     ("modles: tiny-llama\n", "unknown field 'modles'"),
     ("windows: [16, abc]\n", "windows: "),
     ("configs: banded\n", "configs: --config: banded not one of full, sliding, hybrid"),
-    ("windows: 0\n", "window must be at least 1, got 0"),
+    ("windows: 0\n", "--windows must be at least 1, got 0"),
     ("model: tiny-llama\nmodels: tiny-llama\n", "'models' sets model, which an earlier field already set"),
     ("results: [a, b]\n", "results: takes one value"),
     ("workers: 0\n", "workers must be at least 1"),
@@ -85,7 +85,7 @@ def test_bad_sweep_file_is_one_line_naming_the_field(tmp_path, monkeypatch, caps
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--windows", "-4"], "window must be at least 1, got -4"),
+    (["--windows", "-4"], "--windows must be at least 1, got -4"),
     (["--input-lengths", "40000"], "exceeds the 32768 positions tiny-llama supports"),
     (["--models", "no-such-model"], "unknown model 'no-such-model'"),
     (["--gpus-per-worker", "-1"], "gpus_per_worker must be >= 0"),
