@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from hybench.orchestrator.sweep import RUN_OPTIONS, SETTINGS, SweepError, add_sweep_arguments, expand, resolve
+from hybench.orchestrator.sweep import (RUN_OPTIONS, SETTINGS, SweepError, add_sweep_arguments, expand, resolve,
+                                       window_notes)
 from hybench.orchestrator.output_paths import check_output_folder
 from hybench.queries.formats import PLOT_FORMATS
 from hybench.workers.store import ResultStore
@@ -50,6 +51,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     report_dir = args.report_dir or (os.path.join(store.root, "plots") if store.is_local else "plots")
     if args.report:
         check_output_folder("--report-dir", report_dir)
+    for note in window_notes(specs):
+        print(f"hybench sweep: {note}", file=sys.stderr)
     began = time.monotonic()
     summary = run_sweep(specs, options)
     ran = summary.statuses

@@ -133,3 +133,25 @@ def test_runner_script_is_the_seed_convention(tmp_path):
     assert {(s.output_len, s.num_warmup_iters, s.num_benchmark_iters) for s in specs} == {(128, 3, 10)}
     args = build_parser().parse_args(argv)
     assert (args.results, args.address) == ("./my_results", "auto")
+
+
+def test_a_window_that_covers_every_sequence_is_named():
+    from hybench.orchestrator.sweep import window_notes
+    specs = _specs(["--models", "tiny-llama", "--configs", "full,sliding,hybrid", "--windows", "64,4096",
+                    "--input-lengths", "64,96", "--output-lens", "16"])
+    notes = window_notes(specs)
+    assert len(notes) == 1 and notes[0].startswith("note: window 4096 covers every sequence (at most 112 tokens")
+    assert "sliding and hybrid then equal full" in notes[0]
+
+
+def test_sweep_prints_the_window_note_before_running(tmp_path, monkeypatch, capsys):
+    from hybench.orchestrator import driver
+    from hybench.orchestrator.sweep import SweepError
+
+    def stop(*args, **kwargs):
+        raise SweepError("stopped before running")
+    monkeypatch.setattr(driver, "run_sweep", stop)
+    assert main(["sweep", "--models", "tiny-llama", "--configs", "sliding", "--windows", "4096",
+                 "--input-lengths", "64", "--output-lens", "16", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "hybench sweep: note: window 4096 covers every sequence" in err and "stopped before running" in err
