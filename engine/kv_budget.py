@@ -38,10 +38,21 @@ def plan_kv_pool(config: EngineConfig, memory: SequenceMemory, budget_bytes: int
     row_bytes = memory.sequence_bytes(config.kv_capacity)
     fit = max(0, budget_bytes) // row_bytes
     if fit < 1:
+        left = (f"only {_size(budget_bytes)} is left for it" if budget_bytes > 0
+                else "no memory is left for it after the weights and activations")
         raise KVPoolTooSmall(
-            f"KV pool of {budget_bytes / GIB:.3f} GiB cannot hold one {config.attention} sequence of "
-            f"{config.max_model_len} tokens ({row_bytes / GIB:.3f} GiB)")
+            f"one {config.attention} sequence of {config.max_model_len} tokens needs {_size(row_bytes)} of KV "
+            f"cache and {left}: lower --input-lengths or --output-len, or raise --kv-cache-gib "
+            "(--gpu-memory-utilization on a GPU)")
     return KVPlan(budget_bytes, row_bytes, min(config.max_num_seqs, fit))
+
+
+def _size(num_bytes: int) -> str:
+    """Bytes in the unit that shows them: a small pool reads 12.0 MiB, not 0.012 GiB."""
+    for unit, size in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
+        if num_bytes >= size:
+            return f"{num_bytes / size:.1f} {unit}"
+    return f"{num_bytes} B"
 
 
 GRAPH_POOL_RESERVE = 256 * 1024**2  # decode graphs' own buffers, on top of the logits they keep

@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from hybench.engine.bounded_input import load_json
 from hybench.engine.errors import CheckpointError, EngineConfigError
 from hybench.engine.llama import LlamaForCausalLM
+from hybench.engine.hub import hub_online
 from hybench.engine.model_config import PRESETS, ModelConfig, preset_config, trained_preset_folder
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -67,11 +68,12 @@ def _hub_snapshot(model_id: str) -> str | None:
         return None
     patterns = ["config.json", "*.safetensors", INDEX_FILE]
     for local_only in (True, False):
+        if not local_only and not hub_online():
+            return None
         try:
             return snapshot_download(model_id, allow_patterns=patterns, local_files_only=local_only)
         except Exception:  # noqa: BLE001 - any hub failure means "not reachable" here
-            if local_only and os.environ.get("HF_HUB_OFFLINE") == "1":
-                return None
+            continue
     return None
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 
-from hybench.orchestrator.flags import add_bench_flags, spec_fields
+from hybench.orchestrator.flags import add_bench_flags, spec_fields, with_flag_names
+from hybench.orchestrator.output_paths import check_output_file, check_output_folder
 from hybench.workers.job import ModelCache, prepare, run_job
 from hybench.workers.job_spec import JobSpec
 from hybench.workers.store import ResultStore
@@ -40,7 +42,7 @@ def make_specs(args: argparse.Namespace) -> list[JobSpec]:
     try:
         return [JobSpec(**fields, input_len=n, sweep_id=args.sweep_id) for n in lengths]
     except ValueError as exc:
-        raise BenchInputError(str(exc)) from None
+        raise BenchInputError(with_flag_names(str(exc))) from None
 
 
 class BenchInputError(ValueError):
@@ -49,6 +51,9 @@ class BenchInputError(ValueError):
 
 def run_bench(args: argparse.Namespace) -> int:
     specs = make_specs(args)
+    check_output_folder("--output-dir", args.output_dir)
+    if args.output_json:
+        check_output_file("--output-json", args.output_json)
     jobs = [prepare(spec) for spec in specs]  # every user error surfaces before anything runs
     store = ResultStore(args.output_dir)
     models = ModelCache()
@@ -83,12 +88,26 @@ def format_table(rows: list[dict]) -> str:
 
 def write_json(path: str, specs: list[JobSpec], rows: list[dict]) -> None:
     payload = {
-        "spec": {k: v for k, v in dataclasses.asdict(specs[0]).items() if k != "input_len"},
-        "results": [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in rows],
+        "spec": {k: _json_value(v) for k, v in dataclasses.asdict(specs[0]).items() if k != "input_len"},
+        "results": [{k: _json_value(v) for k, v in r.items()} for r in rows],
     }
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2)
+        json.dump(payload, fh, indent=2, allow_nan=False)
     os.replace(tmp, path)
+
+
+def _json_value(value):
+    """Strict JSON: a timestamp as ISO text, infinity or NaN (a metric with no finite value) as null,
+    since `Infinity` is not JSON and JSON.parse or jq reject the file."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value

@@ -61,12 +61,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean the user asked for something impossible, not a bug."""
     from hybench.engine.errors import EngineConfigError
     from hybench.orchestrator.bench_cli import BenchInputError
+    from hybench.orchestrator.output_paths import OutputPathError
     from hybench.orchestrator.sweep import SweepError
     from hybench.queries.errors import QueryError
     from hybench.workers.datasets import DatasetError
     from hybench.workers.store import StoreError
 
-    return (EngineConfigError, StoreError, BenchInputError, QueryError, SweepError, DatasetError)
+    return (EngineConfigError, StoreError, BenchInputError, QueryError, SweepError, DatasetError, OutputPathError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 
 from hybench.orchestrator.flags import list_of
+from hybench.orchestrator.output_paths import check_output_file
 from hybench.workers.datasets import SUFFIXES, Dataset, DatasetError, check_suffix, write_dataset
 from hybench.workers.prompts import PATTERNS, PromptSet, check_shared_prefix, random_prompts, shared_prefix_prompts
 from hybench.workers.vocabulary import DEFAULT_MODEL, Vocabulary, choose_vocabulary
@@ -78,6 +79,7 @@ def run_data(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> dict[int, int]:
     """Every argument problem as a DatasetError; returns the prefix length per input length."""
     check_suffix(args.output_file)
+    check_output_file("--output-file", args.output_file)
     if any(n < 1 for n in args.input_lengths):
         raise DatasetError(f"--input-lengths must be at least 1, got {','.join(map(str, args.input_lengths))}")
     if args.num_prompts < 1:

@@ -205,3 +205,15 @@ def _show(value: Any) -> str:
 def spec_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The JobSpec fields the parsed flags carry."""
     return {flag.spec_field: getattr(args, flag.spec_field) for flag in FLAGS}
+
+
+def with_flag_names(message: str, plural: bool = False) -> str:
+    """A JobSpec problem list ("window must be at least 1, got 0; ...") in the flags the user typed
+    (`--sliding-window-override must be ...`); `plural`: the sweep's spelling (--windows) where it has one."""
+    def flag_of(problem: str) -> str:
+        for flag in FLAGS:
+            if problem.startswith(f"{flag.spec_field} "):
+                name = flag.sweep_name if plural and flag.sweep_name else flag.flag
+                return name + problem[len(flag.spec_field):]
+        return problem
+    return "; ".join(flag_of(problem) for problem in message.split("; "))

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from hybench.engine.bounded_input import InputLimitError, load_yaml
-from hybench.orchestrator.flags import FLAGS, add_sweep_flags, scalar_type
+from hybench.orchestrator.flags import FLAGS, add_sweep_flags, scalar_type, with_flag_names
 from hybench.workers.job_spec import JobSpec
 
 # The no-argument sweep: the tiny preset, every config, a window shorter than the longer inputs
@@ -183,7 +183,19 @@ def expand(settings: dict[str, Any]) -> list[JobSpec]:
         try:
             spec = JobSpec(**values)
         except ValueError as exc:
-            raise SweepError(str(exc)) from None
+            raise SweepError(with_flag_names(str(exc), plural=True)) from None
         specs.setdefault(spec.job_id, spec)
     sweep_id = settings["sweep_id"] or "sweep-" + hashlib.sha256(" ".join(sorted(specs)).encode()).hexdigest()[:8]
     return [dataclasses.replace(spec, sweep_id=sweep_id) for spec in specs.values()]
+
+
+def window_notes(specs: list[JobSpec]) -> list[str]:
+    """A note per window W that covers every sequence it runs (input + output tokens <= W): there the
+    sliding and hybrid configs attend to everything, so they equal full and measure no difference."""
+    longest: dict[int, int] = {}
+    for spec in specs:
+        if spec.config != "full":
+            longest[spec.window] = max(longest.get(spec.window, 0), spec.input_len + spec.output_len)
+    return [f"note: window {w} covers every sequence (at most {n} tokens of input + output): sliding and "
+            f"hybrid then equal full; use --windows below {n} to see a difference"
+            for w, n in sorted(longest.items()) if n <= w]

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 
-from hybench.orchestrator.sweep import RUN_OPTIONS, SETTINGS, SweepError, add_sweep_arguments, expand, resolve
+from hybench.orchestrator.sweep import (RUN_OPTIONS, SETTINGS, SweepError, add_sweep_arguments, expand, resolve,
+                                       window_notes)
+from hybench.orchestrator.output_paths import check_output_folder
 from hybench.queries.formats import PLOT_FORMATS
 from hybench.workers.store import ResultStore
 
@@ -45,15 +47,20 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     specs = expand(settings)
     options = DriverOptions(**{o.name: settings[o.name] for o in RUN_OPTIONS if o.name != "sweep_id"},
                             progress=args.progress)
+    store = ResultStore(options.results)
+    check_output_folder("--results", options.results)
+    report_dir = args.report_dir or (os.path.join(store.root, "plots") if store.is_local else "plots")
+    if args.report:
+        check_output_folder("--report-dir", report_dir)
+    for note in window_notes(specs):
+        print(f"hybench sweep: {note}", file=sys.stderr)
     began = time.monotonic()
     summary = run_sweep(specs, options)
     ran = summary.statuses
-    store = ResultStore(options.results)
     print(f"sweep {specs[0].sweep_id}: {summary.jobs} jobs, {summary.skipped} already done, ran {sum(ran.values())} "
           f"({ran['ok']} ok, {ran['oom']} oom, {ran['error']} failed) in {time.monotonic() - began:.0f} s; "
           f"results: {store.display(store.root)}")
     if args.report:
-        report_dir = args.report_dir or (os.path.join(store.root, "plots") if store.is_local else "plots")
         write_sweep_report(options.results, report_dir, args.report_format)
     return 1 if ran["error"] else 0
 

@@ -63,6 +63,7 @@ def add_query_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from hybench.orchestrator.output_paths import check_output_folder
     from hybench.queries.report import write_report
 
     output_dir = args.output_dir
@@ -70,6 +71,7 @@ def _report(args: argparse.Namespace) -> int:
         if "://" in args.results_dir:
             raise QueryError("--output-dir is needed when --results-dir is a URI")
         output_dir = os.path.join(args.results_dir, "plots")
+    check_output_folder("--output-dir", output_dir)
     print(write_report(args.results_dir, output_dir, args.format, sweep=args.sweep, model=args.model,
                        config=args.config, where=args.where, compare=args.compare,
                        compare_sweep=args.compare_sweep))

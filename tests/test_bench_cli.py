@@ -74,11 +74,11 @@ def test_bench_writes_every_table(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad,message", [
     (["--config", "banded"], "invalid choice: 'banded'"),
-    (["--sliding-window-override", "0"], "window must be at least 1"),
+    (["--sliding-window-override", "0"], "--sliding-window-override must be at least 1"),
     (["--input-lengths", "40000"], "exceeds the 32768 positions tiny-llama supports"),
     (["--input-lengths", ""], "--input-lengths needs a comma-separated list"),
     (["--input-lengths", "64,,96"], "--input-lengths needs a comma-separated list"),
-    (["--num-prompts", "-2"], "num_prompts must be at least 1"),
+    (["--num-prompts", "-2"], "--num-prompts must be at least 1"),
     (["--model", "no-such/model-here"], "unknown model 'no-such/model-here'"),
     (["--model", "/nonexistent/folder"], "unknown model '/nonexistent/folder'"),
     (["--max-model-len", "80"], "exceeds --max-model-len 80"),

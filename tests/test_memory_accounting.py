@@ -56,8 +56,11 @@ def test_formulas_of_design_section_4():
 
 def test_pool_that_cannot_hold_one_sequence_is_an_oom():
     cfg = EngineConfig(model=TINY, attention="full", max_model_len=100, kv_cache_gib=1e-9)
-    with pytest.raises(KVPoolTooSmall, match="cannot hold one full sequence"):
+    with pytest.raises(KVPoolTooSmall) as raised:
         plan_kv_pool(cfg, SequenceMemory.of(cfg))
+    message = str(raised.value)
+    assert message.startswith("one full sequence of 100 tokens needs ") and "only 1 B is left" in message
+    assert "0.000 GiB" not in message and "--kv-cache-gib" in message and "--input-lengths" in message
 
 
 def test_fit_is_what_memory_allows_and_rows_are_capped_by_max_num_seqs():

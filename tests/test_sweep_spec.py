@@ -69,7 +69,7 @@ def test_sweep_file_equals_flags_and_flags_override_it(tmp_path):
     ("modles: tiny-llama\n", "unknown field 'modles'"),
     ("windows: [16, abc]\n", "windows: "),
     ("configs: banded\n", "configs: --config: banded not one of full, sliding, hybrid"),
-    ("windows: 0\n", "window must be at least 1, got 0"),
+    ("windows: 0\n", "--windows must be at least 1, got 0"),
     ("model: tiny-llama\nmodels: tiny-llama\n", "'models' sets model, which an earlier field already set"),
     ("results: [a, b]\n", "results: takes one value"),
     ("workers: 0\n", "workers must be at least 1"),
@@ -86,7 +86,7 @@ def test_bad_sweep_file_is_one_line_naming_the_field(tmp_path, monkeypatch, caps
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--windows", "-4"], "window must be at least 1, got -4"),
+    (["--windows", "-4"], "--windows must be at least 1, got -4"),
     (["--input-lengths", "40000"], "exceeds the 32768 positions tiny-llama supports"),
     (["--models", "no-such-model"], "unknown model 'no-such-model'"),
     (["--gpus-per-worker", "-1"], "gpus_per_worker must be >= 0"),
@@ -162,3 +162,25 @@ def test_runner_script_finds_the_repos_venv_without_activation(tmp_path):
     venv_hybench.unlink()
     missing = subprocess.run([str(script)], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "hybench" in missing.stderr
+
+
+def test_a_window_that_covers_every_sequence_is_named():
+    from hybench.orchestrator.sweep import window_notes
+    specs = _specs(["--models", "tiny-llama", "--configs", "full,sliding,hybrid", "--windows", "64,4096",
+                    "--input-lengths", "64,96", "--output-lens", "16"])
+    notes = window_notes(specs)
+    assert len(notes) == 1 and notes[0].startswith("note: window 4096 covers every sequence (at most 112 tokens")
+    assert "sliding and hybrid then equal full" in notes[0]
+
+
+def test_sweep_prints_the_window_note_before_running(tmp_path, monkeypatch, capsys):
+    from hybench.orchestrator import driver
+    from hybench.orchestrator.sweep import SweepError
+
+    def stop(*args, **kwargs):
+        raise SweepError("stopped before running")
+    monkeypatch.setattr(driver, "run_sweep", stop)
+    assert main(["sweep", "--models", "tiny-llama", "--configs", "sliding", "--windows", "4096",
+                 "--input-lengths", "64", "--output-lens", "16", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "hybench sweep: note: window 4096 covers every sequence" in err and "stopped before running" in err

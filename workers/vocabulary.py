@@ -16,6 +16,7 @@ import numpy as np
 
 from hybench.engine import resolve_model
 from hybench.engine.bounded_input import load_json
+from hybench.engine.hub import hub_online
 from hybench.engine.model_config import PRESETS
 from hybench.workers.datasets import DatasetError
 from hybench.workers.prompts import Pool
@@ -37,22 +38,32 @@ class Vocabulary:
 def choose_vocabulary(tokenizer: str | None, model: str | None) -> tuple[Vocabulary, str | None]:
     """The tokenizer's vocabulary, else the model config's; the second item is the note to print when
     there is no tokenizer. `model` None: the tokenizer's own preset config if it names one, else tiny-llama."""
-    if tokenizer is not None:
+    if tokenizer is not None and not _is_local_preset(tokenizer):
         loaded = _load_tokenizer(tokenizer)
         if loaded is not None:
             return _tokenizer_vocabulary(tokenizer, loaded), None
     model = model or (tokenizer if tokenizer in PRESETS else DEFAULT_MODEL)
     vocab_size = resolve_model(model, "dummy").config.vocab_size
-    why = "no --tokenizer given" if tokenizer is None else f"tokenizer {tokenizer} is not reachable"
+    if tokenizer is None:
+        why = "no --tokenizer given"
+    elif _is_local_preset(tokenizer):
+        why = f"{tokenizer} is a built-in preset without a tokenizer"
+    else:
+        why = f"tokenizer {tokenizer} is not reachable"
     note = (f"note: {why}; drawing token ids from the {model} config's vocabulary "
             f"(0..{vocab_size - 1}), and the prompts have no text")
     return Vocabulary(vocab_size, vocab_size, f"model config {model}"), note
 
 
+def _is_local_preset(name: str) -> bool:
+    """A preset that is no Hub id (tiny-llama): it has no tokenizer anywhere, so the Hub is not asked."""
+    return name in PRESETS and "/" not in name and not os.path.isdir(name)
+
+
 def _load_tokenizer(name: str) -> Any | None:
     """A local folder must hold a tokenizer (else it is the user's mistake); a Hub id is looked up in
-    the local cache first, then online unless HF_HUB_OFFLINE=1 (read now: huggingface_hub reads it
-    once, at import), and is None when neither has it."""
+    the local cache first, then online only when the Hub answers (engine.hub), and is None when
+    neither has it."""
     from transformers import AutoTokenizer  # slow to import; only `hybench data --tokenizer` needs it
 
     if os.path.isdir(name):
@@ -62,8 +73,7 @@ def _load_tokenizer(name: str) -> Any | None:
         except (OSError, ValueError) as exc:
             first_line = str(exc).splitlines()[0]
             raise DatasetError(f"--tokenizer {name}: no tokenizer in this folder ({first_line})") from None
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    for local_only in (True,) if offline else (True, False):
+    for local_only in (True,) if not hub_online() else (True, False):
         try:
             return AutoTokenizer.from_pretrained(name, local_files_only=local_only, trust_remote_code=False)
         except (OSError, ValueError):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prefix caching on the GPU: a shared-prefix workload (Llama-3.2-1B preset, dummy weights, bf16) with
 # and without --enable-prefix-caching in every config; prints TTFT, throughput and hit rate.
-# Run from the repo root on the device after `source docs/benchmarks/device_setup.sh`.
+# Run from the repo root with hybench installed (docs/benchmarks/README.md).
 set -euo pipefail
 out=${OUT:-/tmp}/prefix
 mkdir -p "$out"

@@ -302,7 +302,7 @@ def main() -> int:
     if smi_rows:
         with open(os.path.join(args.out, "nvidia_smi_samples.csv"), "w") as fh:
             fh.write("model, epoch_s, pid, used_mib, gpu_uuid, process_name\n" + "\n".join(smi_rows) + "\n")
-    head = ["# Multi-GPU sweep on one host (issue 8)", "",
+    head = ["# Multi-GPU sweep on one host", "",
             "`bash docs/benchmarks/multi_gpu_sweep.sh`: the same `hybench sweep` in local mode on 1 GPU "
             "(CUDA_VISIBLE_DEVICES=0) and on every GPU of the host; NCCL_NVLS_ENABLE=0, "
             "TORCH_SYMM_MEM_DISABLE_MULTICAST=1 and NVSHMEM_DISABLE_NVLS=1 in every process.", ""]

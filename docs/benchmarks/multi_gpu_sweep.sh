@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8: one `hybench sweep` in local mode on 1 GPU and on all N GPUs of this host (Llama presets,
+# One `hybench sweep` in local mode on 1 GPU and on all N GPUs of this host (Llama presets,
 # dummy weights): wall-time speed-up against the 0.85 x N target, one actor pinned per GPU (each
 # GPU's memory used by exactly one actor process, sampled with nvidia-smi while the N-GPU sweep runs),
 # and per-job output throughput of the two runs side by side, with each GPU's SM clock, power and
@@ -15,19 +15,10 @@
 # (Ray and actor start, each actor's first-job warm-up: about 30 s on the H100 host), so 4N jobs of J
 # seconds scale by (F + 4N J) / (F + 4J): at N = 2, 0.85 x N needs J of about 20 s or more.
 #
-# On the device, from the repo root, with the wheels of .whl2 carried (slim Ray, duckdb, jsonschema and
-# its deps, the mamba-ssm sdist): bash docs/benchmarks/multi_gpu_sweep.sh
-# .whl2 (git-ignored, about 59 MB: under the 64 MiB a device call carries) was made with
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d /tmp/w \
-#     ray==2.60.0 duckdb==2.0.1 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 \
-#     rpds-py==2026.9.1
-#   python3 docs/benchmarks/slim_ray_wheel.py /tmp/w/ray-2.60.0-*.whl .whl2   # 79 MB -> 33 MB
-#   cp /tmp/w/duckdb-* /tmp/w/jsonschema* /tmp/w/referencing-* /tmp/w/rpds_py-* .whl/mamba_ssm-*.tar.gz .whl2/
-# (the device image has every other dependency; pyarrow and tqdm are its own.)
+# With hybench installed (docs/benchmarks/README.md), from the repo root: bash docs/benchmarks/multi_gpu_sweep.sh
 # A CPU smoke test of the whole script (fake GPUs through RAY_OVERRIDE_RESOURCES, the tiny preset; an
 # nvidia-smi on PATH, if any, is still sampled):
-#   FAKE_GPUS=2 SKIP_INSTALL=1 MODELS=tiny-llama NUM_PROMPTS=2 INPUT_LEN=64 WINDOW=16 OUTPUT_LEN=8 \
+#   FAKE_GPUS=2 MODELS=tiny-llama NUM_PROMPTS=2 INPUT_LEN=64 WINDOW=16 OUTPUT_LEN=8 \
 #   ITERS=1 OUT=/tmp/mg bash docs/benchmarks/multi_gpu_sweep.sh
 set -uo pipefail
 T0=$(date +%s)
@@ -37,8 +28,8 @@ cd "$(dirname "$0")/../.."
 # environment, and the driver also passes these three to its actors (workers/actor.py FORWARDED_ENV).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
-# Python found no bytecode for the device image's packages: every process compiled about 2,300 modules
-# from source (the cProfile runs of docs/benchmarks/warmup_probe.sh). Keep the first process's bytecode
+# Where the installed packages have no bytecode (a read-only site-packages), every process compiles
+# about 2,300 modules from source (docs/benchmarks/warmup_probe.sh). Keep the first process's bytecode
 # in a writable folder for the next ones (Ray's workers inherit this too).
 export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/pycache}
 unset PYTHONDONTWRITEBYTECODE
@@ -46,9 +37,6 @@ unset PYTHONDONTWRITEBYTECODE
 OUT=${OUT:-/tmp/multi_gpu_out}
 WORK=${WORK:-/tmp/multi_gpu}
 PY=${PYTHON:-python3}
-PIP=${PIP:-$PY -m pip}
-WHEELS=${WHEELS:-.whl2}
-SITE=${SITE:-/tmp/site}
 MODELS=${MODELS:-meta-llama/Llama-3.2-1B}
 CONFIG=${CONFIG:-hybrid}
 WINDOW=${WINDOW:-1024}
@@ -57,7 +45,7 @@ OUTPUT_LEN=${OUTPUT_LEN:-128}
 WARMUP=${WARMUP:-1}
 SEEDS=${SEEDS:-}  # default: 4N seeds, 1..4N
 TARGET_JOB_S=${TARGET_JOB_S:-20}
-DEADLINE_S=${DEADLINE_S:-540}  # the whole script, install included; a model starts only with MIN_LEFT_S left
+DEADLINE_S=${DEADLINE_S:-540}  # the whole script; a model starts only with MIN_LEFT_S left
 MIN_LEFT_S=${MIN_LEFT_S:-240}
 LOAD_FORMAT=${LOAD_FORMAT:-dummy}
 ORDER=${ORDER:-1,N}  # which sweep runs first: 1,N or N,1 (run both to tell the run order from the GPU count)
@@ -68,22 +56,7 @@ now() { date +%s.%N; }
 since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.2f", a - b }'; }
 
 main() {
-if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  echo "== install ($WHEELS -> $SITE; pip's output in $WORK/install.log)"
-  local ilog=$WORK/install.log
-  $PIP install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
-    >> "$ilog" 2>&1 || { cat "$ilog"; return 1; }
-  for sdist in "$WHEELS"/mamba_ssm-*.tar.gz; do
-    [ -e "$sdist" ] || continue
-    MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE $PIP install -q --no-index --no-deps --no-build-isolation \
-      --no-cache-dir --upgrade --target "$SITE" "$sdist" >> "$ilog" 2>&1 \
-      || { tail -20 "$ilog"; echo "mamba-ssm did not install: hybrid runs its reference SSM"; }
-  done
-  $PIP install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target "$SITE" . \
-    >> "$ilog" 2>&1 || { cat "$ilog"; return 1; }
-  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
-  echo "installed in $(( $(date +%s) - T0 )) s"
-fi
+$PY -c "import hybench" || { echo "hybench is not installed: see docs/benchmarks/README.md"; return 1; }
 
 echo "== machine"
 if [ -n "${FAKE_GPUS:-}" ]; then

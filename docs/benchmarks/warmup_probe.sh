@@ -1,22 +1,15 @@
 #!/usr/bin/env bash
 # Why an actor's first job is slow, and slower when two actors start at once: times one
 # `hybench bench` job in a fresh process with warm disk caches, alone and as two processes at once
-# (one per GPU), under cProfile, and prints where the time went. On a 2-GPU device machine, with .whl2
-# carried (installed to /tmp/site unless already there): OUT=/tmp/probe bash docs/benchmarks/warmup_probe.sh
+# (one per GPU), under cProfile, and prints where the time went. On a host with 2 GPUs and hybench
+# installed (docs/benchmarks/README.md): OUT=/tmp/probe bash docs/benchmarks/warmup_probe.sh
 # Its findings, 2026-11-25 (before commit d47ce92 pinned the Triton cache folder): multi_gpu_results.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/probe}
 mkdir -p "$OUT"
-SITE=${SITE:-/tmp/site}
-if [ ! -d "$SITE/ray" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl2/*.whl > /dev/null 2>&1
-  MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE python3 -m pip install -q --no-index --no-deps \
-    --no-build-isolation --target "$SITE" .whl2/mamba_ssm-*.tar.gz > /dev/null 2>&1
-fi
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target "$SITE" . > /dev/null 2>&1
-export PYTHONPATH=$SITE
+python3 -c "import hybench" || { echo "hybench is not installed: see docs/benchmarks/README.md"; exit 1; }
 job() {  # $1 = GPU, $2 = tag, rest = extra env
   local gpu=$1 tag=$2; shift 2
   env CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=1 "$@" python3 -m cProfile -o "$OUT/$tag.prof" -m hybench.orchestrator.cli bench \
