@@ -37,9 +37,12 @@ def quote(text: str) -> str:
 
 @contextmanager
 def duckdb_errors() -> Iterator[None]:
-    """DuckDB's errors as QueryError, first line only (the rest points at a column of the SQL)."""
+    """DuckDB's errors as QueryError, first line only (the rest points at a column of the SQL); Ctrl-C
+    inside DuckDB as the KeyboardInterrupt it is."""
     try:
         yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
     except duckdb.Error as exc:
         raise QueryError(str(exc).splitlines()[0]) from None
 
