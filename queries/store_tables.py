@@ -60,8 +60,8 @@ def read_store(store: ResultStore) -> StoreTables:
     duplicated = _duplicated_jobs(out.tables["jobs"])
     if duplicated:
         out.duplicated_jobs = tuple(sorted(duplicated))
-        keep = pa.array(sorted(duplicated), pa.string())
-        out.tables = {t: data.filter(pc.invert(pc.is_in(data["job_id"], keep))) if "job_id" in data.column_names
+        left_out = pa.array(sorted(duplicated), pa.string())
+        out.tables = {t: data.filter(pc.invert(pc.is_in(data["job_id"], left_out))) if "job_id" in data.column_names
                       else data for t, data in out.tables.items()}
     return out
 

@@ -260,18 +260,17 @@ class ResultStore:
     def _local_files(self, table: str) -> list[StoredFile]:
         """A walk that never follows a link (a link to `..` would loop; one to elsewhere would read or
         count files outside the store); an entry that vanishes under the walk (a writer's rename) is gone."""
+        root = self.table_root(table)
+        if os.path.islink(root):
+            return [StoredFile(table, "", root, problem=_LINK)]
         out: list[StoredFile] = []
-        pending = [self.table_root(table)]
+        pending = [root]
         while pending:
             folder = pending.pop()
             try:
                 with os.scandir(folder) as entries:
                     listed = sorted(entries, key=lambda entry: entry.name)
             except FileNotFoundError:
-                continue
-            except NotADirectoryError:
-                if os.path.islink(folder):
-                    out.append(StoredFile(table, "", folder, problem=_LINK))
                 continue
             except OSError as exc:
                 raise StoreError(f"cannot list {folder}: {exc}") from None
@@ -287,8 +286,6 @@ class ResultStore:
                         out.append(StoredFile(table, entry.name[: -len(".parquet")], entry.path))
                 except FileNotFoundError:
                     continue
-        if os.path.islink(self.table_root(table)):
-            out = [StoredFile(table, "", self.table_root(table), problem=_LINK)]
         return sorted(out, key=lambda stored: stored.path)
 
     def _footer(self, path: str) -> pq.FileMetaData | None:
