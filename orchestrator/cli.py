@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(one_line(f"hybench {args.command}: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"hybench {args.command}: interrupted; completed jobs are kept, re-run to resume",
-              file=sys.stderr)
+        kept = "nothing written" if args.command == "query" else "completed jobs are kept, re-run to resume"
+        print(f"hybench {args.command}: interrupted; {kept}", file=sys.stderr)
         return 130
 
 

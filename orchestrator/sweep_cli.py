@@ -66,9 +66,18 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def write_sweep_report(results: str, report_dir: str, fmt: str) -> None:
+    """The report after the jobs: one that fails (a stranger's file in the store, a full disk) is one
+    line on stderr, and the sweep's exit code still says how its jobs ended."""
     from hybench.queries import write_report
+    from hybench.queries.errors import QueryError
+    from hybench.workers.store import StoreError
 
-    path = write_report(results, report_dir, fmt)
+    try:
+        path = write_report(results, report_dir, fmt)
+    except (QueryError, StoreError) as exc:
+        print(f"hybench sweep: the report failed ({exc}); the results are stored, run `hybench report` "
+              "to try again", file=sys.stderr)
+        return
     print(f"report: {path}")
 
 

@@ -91,10 +91,12 @@ def _query(args: argparse.Namespace) -> int:
         raise QueryError("--format parquet writes a file: add --output FILE")
     sql = catalog.load(args.name) if args.name else args.sql
 
-    from hybench.queries.output import write_result
+    from hybench.queries.output import check_output, write_result
     from hybench.queries.store_views import Selection, open_views, print_skipped, sides
 
     selection = Selection.of(args.results_dir, args.sweep, args.model, args.config, args.where)
+    if args.output is not None:
+        check_output(args.output, [args.results_dir, *([args.compare] if args.compare else [])])
     with ExitStack() as stack:
         opened = [(side, stack.enter_context(open_views(side.selection)))
                   for side in sides(selection, args.compare, args.compare_sweep)]

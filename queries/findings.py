@@ -9,7 +9,7 @@ with a single measured iteration has no spread, so nothing categorical is said o
 are analytic (exact), so they carry no interval."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 
 from hybench.queries.cells import by_variant, config_rank, variant_key, variant_title, varying
 from hybench.queries.formatting import cell_text
@@ -90,7 +90,8 @@ def _prefix_caching(rows: list[dict]) -> list[str]:
     return lines
 
 
-def data_notes(cells: list[dict], totals: dict, skipped: Iterable[str]) -> list[str]:
+def data_notes(cells: list[dict], totals: dict, skipped: Mapping[str, str], duplicated_jobs: Sequence[str] = (),
+               nan_values: int = 0) -> list[str]:
     """Bullets on what the numbers leave out or pool, so nothing is dropped silently."""
     notes = [f"{cell_text(totals['measured_requests'])} measured requests of jobs that ended ok; "
              f"{cell_text(totals['warmup_requests'])} warmup requests left out."]
@@ -99,10 +100,14 @@ def data_notes(cells: list[dict], totals: dict, skipped: Iterable[str]) -> list[
         sweeps = sorted({s for c in pooled if c["sweeps"] for s in c["sweeps"].split(",")})
         notes.append(f"{len(pooled)} cells pool the requests of several jobs (several sweeps or code versions; "
                      f"sweeps {', '.join(sweeps)}): use --sweep, or --compare-sweep to set them side by side.")
-    skipped = list(skipped)
     if skipped:
-        notes.append(f"{len(skipped)} unreadable results files were skipped (truncated or being written): "
-                     + ", ".join(f"`{path}`" for path in skipped))
+        notes.append(f"{len(skipped)} results files were skipped: "
+                     + "; ".join(f"`{path}` ({why})" for path, why in skipped.items()))
+    if duplicated_jobs:
+        notes.append(f"{len(duplicated_jobs)} jobs were left out because their jobs row appears more than once "
+                     "(a copied or misplaced file): " + ", ".join(f"`{job}`" for job in duplicated_jobs))
+    if nan_values:
+        notes.append(f"{nan_values} metric values were NaN and are not counted (read as missing).")
     return notes
 
 

@@ -7,11 +7,13 @@ every row shown.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import sys
+import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
 from typing import IO
 
 import pyarrow as pa
@@ -28,20 +30,47 @@ TABLE_MAX_ROWS = 200
 Part = tuple[str, pa.RecordBatchReader]
 
 
+def check_output(output: str, store_uris: Iterable[str]) -> None:
+    """Refuse an --output that cannot be written whole, before any query runs: a folder, a missing
+    folder, or a file inside a results store (the next query would read it as results)."""
+    if os.path.isdir(output):
+        raise QueryError(f"--output {output}: is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise QueryError(f"--output {output}: the folder {folder} does not exist")
+    target = os.path.realpath(output)
+    for uri in store_uris:
+        if "://" in uri:
+            continue
+        root = os.path.realpath(uri)
+        if os.path.commonpath([root, target]) == root:
+            raise QueryError(f"--output {output}: inside the results store {uri}; write it elsewhere")
+
+
 def write_result(parts: list[Part], fmt: str, output: str | None) -> None:
-    """Write to `output`, or to stdout when it is None (every format but parquet)."""
+    """Write to `output`, or to stdout when it is None (every format but parquet). A file is written to
+    a hidden temporary name beside it and renamed when whole, so a full disk or Ctrl-C leaves nothing."""
     first_side, first_reader = parts[0]
     schema = first_reader.schema
     if first_side:
         schema = schema.insert(0, pa.field("side", pa.string()))
     batches = _batches(parts)
-    if fmt == "parquet":
-        _write_parquet(schema, batches, output)
+    if output is None:
+        {"table": _write_table, "csv": _write_csv, "json": _write_json}[fmt](schema.names, batches, sys.stdout)
         return
-    with ExitStack() as stack:
-        out: IO[str] = (stack.enter_context(open(output, "w", newline="", encoding="utf-8"))
-                        if output else sys.stdout)
-        {"table": _write_table, "csv": _write_csv, "json": _write_json}[fmt](schema.names, batches, out)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.{uuid.uuid4().hex}.tmp")
+    try:
+        if fmt == "parquet":
+            _write_parquet(schema, batches, tmp)
+        else:
+            with open(tmp, "w", newline="", encoding="utf-8") as out:
+                {"table": _write_table, "csv": _write_csv, "json": _write_json}[fmt](schema.names, batches, out)
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise QueryError(f"cannot write --output {output}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def _batches(parts: list[Part]) -> Iterator[pa.RecordBatch]:

@@ -25,7 +25,9 @@ class SideResults:
 
     side: Side
     tables: dict[str, pa.Table]
-    skipped: tuple[str, ...]
+    skipped: dict[str, str]  # files left out -> why
+    duplicated_jobs: tuple[str, ...]
+    nan_values: int
 
     def rows(self, name: str) -> list[dict]:
         return self.tables[name].to_pylist()
@@ -57,4 +59,4 @@ def collect(side: Side) -> SideResults:
     with open_views(side.selection, materialize_cells=True) as views:
         print_skipped(views.skipped)
         tables = {name: views.table(catalog.load(name)) for name in _REPORT_QUERIES}
-    return SideResults(side, tables, views.skipped)
+    return SideResults(side, tables, views.skipped, views.duplicated_jobs, views.nan_values)

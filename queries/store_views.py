@@ -1,17 +1,18 @@
 """A read-only DuckDB connection over one results store.
 
-Views `requests` and `jobs` read the store's readable Parquet files in place (explicit file lists, so a
-truncated file is skipped and named instead of failing every query), narrowed by a Selection; `cells`
-holds every metric per cell (sql/cells.sql). The connection may read those files and nothing else, and
-may write no file (DuckDB's spill folder, which it may always write, is a private temporary one), so a
-query can neither change the store nor reach past it.
+One view per table holds the rows pyarrow read from the store's files (store_tables.py: a file that does
+not fit is skipped and named instead of failing every query), narrowed by a Selection; `cells` holds
+every metric per cell (sql/cells.sql). DuckDB gets those rows as Arrow tables and no file access at all
+(external access off and the configuration locked before any SQL of the user runs; its spill folder, which
+it may always write, is a private temporary one), so a query can neither change the store nor reach past
+it. The store's filesystem is pyarrow's, so object stores (s3://) read the same way.
 """
 from __future__ import annotations
 
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -21,15 +22,12 @@ import pyarrow.fs as pafs
 
 from hybench.queries import catalog, interval_sql
 from hybench.queries.errors import QueryError
-from hybench.workers.records import JOBS_SCHEMA, REQUESTS_SCHEMA, SCHEMAS
+from hybench.queries.store_tables import read_store
+from hybench.workers.records import JOBS_SCHEMA, REQUESTS_SCHEMA
 from hybench.workers.store import TABLES, ResultStore
 
 # The job key both tables carry. Filters may use only these, so that they narrow both tables alike.
 SHARED_COLUMNS = tuple(name for name in REQUESTS_SCHEMA.names if name in JOBS_SCHEMA.names)
-# The store's partition keys, typed, so that a model named "7" stays a string.
-_HIVE_TYPES = "{'model': VARCHAR, 'config': VARCHAR, 'input_len': BIGINT}"
-# DuckDB reads a remote store through this protocol, served by the store's own pyarrow filesystem.
-_REMOTE_PROTOCOL = "hybenchstore"
 
 
 def quote(text: str) -> str:
@@ -39,9 +37,12 @@ def quote(text: str) -> str:
 
 @contextmanager
 def duckdb_errors() -> Iterator[None]:
-    """DuckDB's errors as QueryError, first line only (the rest points at a column of the SQL)."""
+    """DuckDB's errors as QueryError, first line only (the rest points at a column of the SQL); Ctrl-C
+    inside DuckDB as the KeyboardInterrupt it is."""
     try:
         yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
     except duckdb.Error as exc:
         raise QueryError(str(exc).splitlines()[0]) from None
 
@@ -130,7 +131,9 @@ class StoreViews:
 
     con: duckdb.DuckDBPyConnection
     selection: Selection
-    skipped: tuple[str, ...]  # unreadable files left out, spelled as the user spells the store
+    skipped: dict[str, str]  # files left out (spelled as the user spells the store) -> why
+    duplicated_jobs: tuple[str, ...] = ()  # jobs left out because their jobs row appears twice
+    nan_values: int = 0  # NaN metric values, read as null
     spill_dir: str | None = None  # DuckDB's private temporary folder, removed on close
 
     def relation(self, sql: str) -> duckdb.DuckDBPyRelation:
@@ -164,28 +167,22 @@ class StoreViews:
 def open_views(selection: Selection, materialize_cells: bool = False) -> StoreViews:
     """Open the views; `materialize_cells` computes `cells` once, for callers that read it many times."""
     store = ResultStore(selection.uri)
-    found = {table: store.valid_files(table) for table in TABLES}
-    skipped = tuple(store.display(f.path) for _, bad in found.values() for f in bad)
-    paths = {table: [f.path for f in good] for table, (good, _) in found.items()}
-    if not any(paths.values()):
-        raise QueryError(_no_results(store, skipped))
+    read = read_store(store)
+    if not any(data.num_rows for data in read.tables.values()):
+        raise QueryError(_no_results(store, tuple(read.skipped)))
     # DuckDB may always write to its temporary folder, by default ./.tmp: make that a private one.
-    views = StoreViews(duckdb.connect(), selection, skipped, tempfile.mkdtemp(prefix="hybench-duckdb-"))
+    views = StoreViews(duckdb.connect(), selection, read.skipped, read.duplicated_jobs, read.nan_values,
+                       tempfile.mkdtemp(prefix="hybench-duckdb-"))
     con = views.con
     try:
-        if not store.is_local:
-            _serve_remote(con, store.fs)
-            paths = {table: [f"{_REMOTE_PROTOCOL}://{p}" for p in table_paths] for table, table_paths in paths.items()}
         with duckdb_errors():
             interval_sql.register(con)
             con.execute(f"SET temp_directory = {quote(views.spill_dir)}")
-            con.execute("SET allowed_paths = $paths",
-                        {"paths": [p for table_paths in paths.values() for p in table_paths]})
             con.execute("SET enable_progress_bar = false")  # it would draw over the query's output
-            con.execute("SET enable_external_access = false")
+            con.execute("SET enable_external_access = false")  # no file, no extension, no URL: none at all
             con.execute("SET lock_configuration = true")
         for table in TABLES:
-            _create_view(con, table, paths[table], selection)
+            _create_view(con, table, read.tables[table], selection)
         with duckdb_errors():
             con.execute(f"CREATE {'TEMP TABLE' if materialize_cells else 'VIEW'} cells AS {catalog.load('cells')}")
     except BaseException:
@@ -194,19 +191,14 @@ def open_views(selection: Selection, materialize_cells: bool = False) -> StoreVi
     return views
 
 
-def _create_view(con: duckdb.DuckDBPyConnection, table: str, paths: list[str], selection: Selection) -> None:
-    # An empty table of the contract's schema joins every view, so each contract column exists even
-    # where no file (or only files of an older version) holds it, and an empty table still queries.
-    con.register(f"_{table}_contract", SCHEMAS[table].empty_table())
-    source = f"SELECT * FROM _{table}_contract"
-    if paths:
-        files = ", ".join(map(quote, paths))
-        source = (f"SELECT * FROM read_parquet([{files}], hive_partitioning = true, union_by_name = true, "
-                  f"hive_types = {_HIVE_TYPES}) UNION ALL BY NAME {source}")
+def _create_view(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, selection: Selection) -> None:
+    con.register(f"_{table}_rows", data)
+    statement = f"CREATE VIEW {table} AS SELECT * FROM _{table}_rows WHERE {selection.predicate()}"
     try:
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM ({source}) WHERE {selection.predicate()}")
-    except duckdb.Error as exc:
-        first = str(exc).splitlines()[0]
+        (parsed,) = con.extract_statements(statement)  # a filter that smuggles a second statement fails here
+        con.execute(parsed)
+    except (duckdb.Error, ValueError) as exc:
+        first = str(exc).splitlines()[0] if isinstance(exc, duckdb.Error) else "not one SQL expression"
         if selection.where:
             raise QueryError(f"--where {selection.where!r}: {first} (filters may use the columns both "
                              f"tables share: {', '.join(SHARED_COLUMNS)})") from None
@@ -225,19 +217,6 @@ def _no_results(store: ResultStore, skipped: tuple[str, ...]) -> str:
     return f"results dir {store.uri} holds no results (no {' or '.join(TABLES)} files)"
 
 
-def _serve_remote(con: duckdb.DuckDBPyConnection, fs: pafs.FileSystem) -> None:
-    """Let DuckDB read an object store through the store's pyarrow filesystem (its credentials)."""
-    from fsspec import AbstractFileSystem
-    from fsspec.implementations.arrow import ArrowFSWrapper
-
-    class StoreFileSystem(ArrowFSWrapper):
-        protocol = (_REMOTE_PROTOCOL,)
-        root_marker = ""
-        _strip_protocol = classmethod(AbstractFileSystem._strip_protocol.__func__)  # keep bucket/key paths
-
-    con.register_filesystem(StoreFileSystem(fs))
-
-
-def print_skipped(skipped: Iterable[str]) -> None:
-    for path in skipped:
-        print(f"hybench: skipped unreadable results file (truncated?): {path}", file=sys.stderr)
+def print_skipped(skipped: Mapping[str, str]) -> None:
+    for path, why in skipped.items():
+        print(f"hybench: skipped results file {path}: {why}", file=sys.stderr)

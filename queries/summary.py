@@ -43,7 +43,8 @@ def render_summary(results: list[SideResults], figures: list[Drawn],
         lines += (findings(r.rows("cells"), r.rows("config_ratios"), r.rows("prefix_caching"))
                   or ["- No cell has results yet."])
         lines += ["", "Notes on the data:", ""]
-        lines += [f"- {note}" for note in data_notes(r.rows("cells"), r.rows("totals")[0], r.skipped)]
+        notes = data_notes(r.rows("cells"), r.rows("totals")[0], r.skipped, r.duplicated_jobs, r.nan_values)
+        lines += [f"- {note}" for note in notes]
         lines.append("")
     if comparison:
         lines += ["### B against A", "", *comparison_findings(comparison[1], comparison[0].to_pylist(),

@@ -123,8 +123,9 @@ class _VanishingEntries:
                                              (store_module.LIST_ATTEMPTS, False)])
 def test_listing_during_writes_retries_a_vanished_entry(tmp_path, failures, lists):
     """Readers (a re-run's skip check, `hybench query`, a polling test) list while writers rename:
-    a transient ENOENT is listed again; one that persists is one clear error."""
-    store = ResultStore(str(tmp_path / "store"))
+    a transient ENOENT is listed again; one that persists is one clear error. (An object store's listing:
+    a local store is walked entry by entry, where a vanished entry is simply gone.)"""
+    store = ResultStore(f"mock://{tmp_path.name}/store")
     store.write_result(PARTITION, JOB, _tables("x"))
     store.fs = _VanishingEntries(store.fs, failures)
     if lists:

@@ -45,7 +45,9 @@ REMOTE_ANSWER_S = 30.0  # how long a remote store may take to answer its first q
 SUCCESS_SUFFIX = "._SUCCESS"
 ATTEMPT_KEY = b"hybench.attempt"  # Parquet key-value metadata: the attempt that wrote the file
 STALE_TEMP_S = 24 * 3600  # a temporary file this old, or of a dead writer on this host, is garbage
-LIST_ATTEMPTS = 3  # listings retried when a concurrent writer renames an entry under the walk
+LIST_ATTEMPTS = 3  # object store listings retried when a concurrent writer renames an entry under the walk
+_LINK = "a symbolic link (links inside the store are not followed)"
+_UNREADABLE = "does not read back (truncated, or being written)"
 
 
 @functools.cache
@@ -77,6 +79,7 @@ class StoredFile:
     job_id: str
     path: str
     attempt: str | None = None  # set by valid_files: the attempt that wrote it (None: an older file)
+    problem: str | None = None  # why readers skip it (a symbolic link, unreadable), None when it is fine
 
 
 class ResultStore:
@@ -130,6 +133,10 @@ class ResultStore:
             raise ValueError(f"a result holds the tables {', '.join(TABLES)}, got {', '.join(tables)}")
         attempt = uuid.uuid4().hex
         with self._partition_lock(partition):
+            if tables["jobs"].column("status").to_pylist() != ["ok"]:
+                kept = self._ok_attempt(partition, job_id)
+                if kept is not None:  # a worker died after writing its ok result: that result stands
+                    return kept
             for table in TABLES:
                 data = tables[table]
                 metadata = (data.schema.metadata or {}) | {ATTEMPT_KEY: attempt.encode()}
@@ -143,10 +150,9 @@ class ResultStore:
         if not self.is_local or fcntl is None:
             yield
             return
-        folder = os.path.dirname(self.job_path("jobs", partition, "lock"))
+        folder = self._make_folder(os.path.dirname(self.job_path("jobs", partition, "lock")))
         try:
-            os.makedirs(folder, exist_ok=True)
-            fd = os.open(folder, os.O_RDONLY)
+            fd = os.open(folder, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise StoreError(f"cannot write {folder}: {exc}") from None
         try:
@@ -174,9 +180,30 @@ class ResultStore:
             raise StoreError(f"cannot write {self.display(path)}: {exc}") from None
         return path
 
+    def _make_folder(self, folder: str) -> str:
+        """Create `folder` below the root one level at a time, refusing a symbolic link at any level, so
+        that no write lands outside the store (a link inside it is never followed)."""
+        below = os.path.relpath(folder, self.root).split(os.sep)
+        if below[0] == os.pardir:
+            raise StoreError(f"cannot write {folder}: outside the results store {self.root}")
+        current = self.root
+        try:
+            os.makedirs(current, exist_ok=True)
+            for name in below:
+                current = os.path.join(current, name)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(current)
+                if os.path.islink(current):
+                    raise StoreError(f"cannot write {current}: a symbolic link inside the results store "
+                                     "(hybench does not write through links; remove it)")
+        except OSError as exc:
+            raise StoreError(f"cannot write {folder}: {exc}") from None
+        return folder
+
     def _write_local(self, path: str, data: pa.Table) -> None:
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
+        folder = self._make_folder(os.path.dirname(path))
+        if os.path.islink(path):
+            os.unlink(path)  # the link itself, never what it points to; the rename below puts the file there
         self._remove_stale_temps_in(folder, os.path.basename(path))
         # Hidden (outside the *.parquet glob and every listing here); names its writer, see _is_stale.
         tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.{_writer_tag()}.tmp")
@@ -235,7 +262,10 @@ class ResultStore:
 
     # -- reading ---------------------------------------------------------------------------
     def files(self, table: str) -> list[StoredFile]:
-        """Every complete-looking file of a table (not yet checked for corruption)."""
+        """Every complete-looking file of a table (not yet checked for corruption). On a local store a
+        symbolic link is not followed: it is listed with its problem, so that readers name and skip it."""
+        if self.is_local:
+            return self._local_files(table)
         selector = pafs.FileSelector(self.table_root(table), recursive=True, allow_not_found=True)
         for attempt in range(LIST_ATTEMPTS):
             try:
@@ -252,10 +282,41 @@ class ResultStore:
             base = posixpath.basename(path)
             if base.startswith(".") or not base.endswith(".parquet"):
                 continue
-            if not self.is_local and path[: -len(".parquet")] + SUCCESS_SUFFIX not in names:
+            if path[: -len(".parquet")] + SUCCESS_SUFFIX not in names:
                 continue
             out.append(StoredFile(table, base[: -len(".parquet")], path))
         return out
+
+    def _local_files(self, table: str) -> list[StoredFile]:
+        """A walk that never follows a link (a link to `..` would loop; one to elsewhere would read or
+        count files outside the store); an entry that vanishes under the walk (a writer's rename) is gone."""
+        root = self.table_root(table)
+        if os.path.islink(root):
+            return [StoredFile(table, "", root, problem=_LINK)]
+        out: list[StoredFile] = []
+        pending = [root]
+        while pending:
+            folder = pending.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    listed = sorted(entries, key=lambda entry: entry.name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot list {folder}: {exc}") from None
+            for entry in listed:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_symlink():
+                        out.append(StoredFile(table, "", entry.path, problem=_LINK))
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    elif entry.name.endswith(".parquet"):
+                        out.append(StoredFile(table, entry.name[: -len(".parquet")], entry.path))
+                except FileNotFoundError:
+                    continue
+        return sorted(out, key=lambda stored: stored.path)
 
     def _footer(self, path: str) -> pq.FileMetaData | None:
         """The file's Parquet footer, or None when it does not read back (a truncated file's does not)."""
@@ -272,13 +333,29 @@ class ResultStore:
         """(readable, unreadable) files of a table; readers use the first and report the second."""
         good, bad = [], []
         for stored in self.files(table):
+            if stored.problem is not None:
+                bad.append(stored)
+                continue
             footer = self._footer(stored.path)
             if footer is None:
-                bad.append(stored)
+                bad.append(StoredFile(stored.table, stored.job_id, stored.path, problem=_UNREADABLE))
                 continue
             attempt = (footer.metadata or {}).get(ATTEMPT_KEY)
             good.append(StoredFile(stored.table, stored.job_id, stored.path, attempt and attempt.decode()))
         return good, bad
+
+    def _ok_attempt(self, partition: dict, job_id: str) -> str | None:
+        """The attempt of the job's complete ok result on disk (jobs row ok, every other table of the same
+        attempt), or None."""
+        footers = {table: self._footer(self.job_path(table, partition, job_id)) for table in TABLES}
+        if any(footer is None for footer in footers.values()):
+            return None
+        attempts = {(footer.metadata or {}).get(ATTEMPT_KEY) for footer in footers.values()}
+        if len(attempts) != 1 or None in attempts:
+            return None
+        with self.fs.open_input_file(self.job_path("jobs", partition, job_id)) as fh:
+            status = pq.read_table(fh, columns=["status"]).column("status").to_pylist()
+        return attempts.pop().decode() if status == ["ok"] else None
 
     def completed_job_ids(self, statuses: tuple[str, ...] = ("ok",)) -> set[str]:
         """Ids of jobs whose jobs row reads back with one of `statuses` and whose requests and
