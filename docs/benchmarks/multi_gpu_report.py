@@ -24,6 +24,9 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hybench.queries.store_tables import read_store
+from hybench.workers.store import ResultStore
+
 WORKER_UP = re.compile(r"worker up: pid (\d+) on (\S+), GPU (\S+) \(CUDA_VISIBLE_DEVICES=([^)]*)\)")
 
 
@@ -36,11 +39,9 @@ def norm_uuid(uuid: str | None) -> str | None:
 
 
 def read_jobs(store: str) -> pa.Table | None:
-    files = [f for f in glob.glob(os.path.join(store, "jobs", "**", "*.parquet"), recursive=True)
-             if not os.path.basename(f).startswith((".", "_"))]
-    if not files:
-        return None
-    return pa.concat_tables([pq.read_table(f, partitioning=None) for f in files], promote_options="default")
+    """The store's jobs rows, as hybench reads them (partition columns from the paths, old and new layouts)."""
+    jobs = read_store(ResultStore(store)).tables["jobs"]
+    return jobs if jobs.num_rows else None
 
 
 def fmt(x, spec=".1f", none="-"):
