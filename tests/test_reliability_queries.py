@@ -123,9 +123,9 @@ def test_a_writer_never_writes_through_a_link_in_the_store(tmp_path):
     folder = os.path.dirname(store.job_path("requests", partition, "j"))
     os.makedirs(os.path.dirname(folder))
     os.symlink(outside, folder)
-    rows = records.to_table("requests", [{"job_id": "j", "iteration": 0, "request_id": 0}])
+    rows = [{"job_id": "j", "iteration": 0, "request_id": 0}]
     with pytest.raises(StoreError, match="symbolic link"):
-        store.write_result(partition, "j", rows, records.to_table("jobs", [{"job_id": "j", "status": "ok"}]))
+        store.write_result(partition, "j", records.result_tables(rows, rows, [{"job_id": "j", "status": "ok"}]))
     assert os.listdir(outside) == []
 
 
@@ -203,11 +203,11 @@ def test_duplicated_jobs_rows_and_nan_metrics_are_flagged_not_counted(store, tmp
 def test_an_ok_result_is_never_replaced_by_a_later_error_of_the_same_job(tmp_path):
     store = ResultStore(str(tmp_path / "store"))
     partition = {"model": "m", "config": "full", "input_len": 8}
-    rows = records.to_table("requests", [{"job_id": "j", "iteration": 0, "request_id": 0}])
-    ok = store.write_result(partition, "j", rows, records.to_table("jobs", [{"job_id": "j", "status": "ok"}]))
-    error = records.to_table("jobs", [{"job_id": "j", "status": "error", "error": "worker lost"}])
-    assert store.write_result(partition, "j", records.to_table("requests", []), error) == ok
+    rows = [{"job_id": "j", "iteration": 0, "request_id": 0}]
+    ok = store.write_result(partition, "j", records.result_tables(rows, rows, [{"job_id": "j", "status": "ok"}]))
+    error = [{"job_id": "j", "status": "error", "error": "worker lost"}]
+    assert store.write_result(partition, "j", records.result_tables([], [], error)) == ok
     assert pq.read_table(store.job_path("jobs", partition, "j"))["status"].to_pylist() == ["ok"]
     assert store.completed_job_ids() == {"j"}
-    again = store.write_result(partition, "j", rows, records.to_table("jobs", [{"job_id": "j", "status": "ok"}]))
+    again = store.write_result(partition, "j", records.result_tables(rows, rows, [{"job_id": "j", "status": "ok"}]))
     assert again != ok  # a new ok result still replaces the old one

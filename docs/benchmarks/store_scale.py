@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from hybench.workers.records import to_table
+from hybench.workers.records import result_tables
 from hybench.workers.store import ResultStore
 
 CONFIGS = ("full", "sliding", "hybrid")
@@ -30,8 +30,10 @@ def build(root: str, jobs: int) -> None:
                          e2e_ms=80.0 + r, prompt_tokens=input_len, output_tokens=64) for r in range(10)]
         row = dict(key, status="ok", num_prompts=10, elapsed_s=1.0 + index % 7 / 10, throughput_tok_s=1000.0,
                    kv_used_gib=0.1, device_name="cpu", hostname="node")
+        iterations = [dict(key, iteration=1, warmup=False, requests=10, elapsed_s=row["elapsed_s"],
+                           throughput_tok_s=1000.0)]
         store.write_result({"model": "org/model", "config": config, "input_len": input_len}, job_id,
-                           to_table("requests", requests), to_table("jobs", [row]))
+                           result_tables(requests, iterations, [row]))
 
 
 def timed(argv: list[str]) -> tuple[float, float]:
