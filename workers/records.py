@@ -98,7 +98,7 @@ JOBS_SCHEMA = pa.schema(
         ("hostname", pa.string()),
         # The workload: how requests arrive and where the prompts come from.
         ("request_rate", pa.float64()),  # Poisson arrivals per second; inf = offline (all at once)
-        ("concurrency_limit", pa.int64()),  # --max-concurrency; null = none (max_concurrency above is the KV pool's)
+        ("concurrency_limit", pa.int64()),  # --max-concurrency; null = none (kv_capacity_seqs above is the KV budget's)
         ("dataset", pa.string()),  # path of the --dataset file; null = seeded random prompts
         ("dataset_sha256", pa.string()),  # hash of its token ids, part of the job id
         ("enable_prefix_caching", pa.bool_()),
