@@ -153,7 +153,7 @@ def _history(branch: HistoryBranch, h, q, k, v, window: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _teacher(model: LlamaForCausalLM, ids: torch.Tensor):
+def teacher_layers(model: LlamaForCausalLM, ids: torch.Tensor):
     """Run the full model; per layer: (layer input after its norm, rotated q, k, v, full output)."""
     config = model.config
     positions = torch.arange(ids.shape[1], device=ids.device)
@@ -175,26 +175,32 @@ def _teacher(model: LlamaForCausalLM, ids: torch.Tensor):
     return per_layer
 
 
+def hybrid_layer_output(attn, branch: HistoryBranch, h, q, k, v, window: int) -> torch.Tensor:
+    """The hybrid attention layer's output [B, L, hidden] (after o_proj), differentiable in the branch."""
+    with torch.no_grad():
+        window_out = _attend(attn, q, k, v, window)
+    y = _history(branch, h, q, k, v, window)
+    mixed = branch.mix(window_out.flatten(0, 1), y.flatten(0, 1)).view_as(window_out)
+    return attn.o_proj(mixed.flatten(2))
+
+
 def distillation_loss(model: LlamaForCausalLM, branches: list[HistoryBranch], ids: torch.Tensor,
                       window: int) -> torch.Tensor:
     """Mean over layers of |hybrid out - full out|^2 / |full out|^2, each layer fed the full model's
     input to it; positions inside the first window (where hybrid equals sliding equals full) are left out."""
     losses = []
-    for (h, q, k, v, target), branch, attn in zip(_teacher(model, ids), branches, model.attention_layers):
-        with torch.no_grad():
-            window_out = _attend(attn, q, k, v, window)
-        y = _history(branch, h, q, k, v, window)
-        mixed = branch.mix(window_out.flatten(0, 1), y.flatten(0, 1)).view_as(window_out)
-        out = attn.o_proj(mixed.flatten(2))
+    for (h, q, k, v, target), branch, attn in zip(teacher_layers(model, ids), branches, model.attention_layers):
+        out = hybrid_layer_output(attn, branch, h, q, k, v, window)
         err = (out - target)[:, window:].pow(2).sum(-1)
         losses.append((err / target[:, window:].pow(2).sum(-1).clamp_min(1e-12)).mean())
     return torch.stack(losses).mean()
 
 
 def calibrate(model: LlamaForCausalLM, spec: CalibrationSpec,
-              progress: Callable[[int, float], None] | None = None) -> tuple[list[HistoryBranch], list[float]]:
-    """Train seeded branches (seed `spec.seed`) for `spec.steps` Adam steps on fresh seeded batches.
-    Returns the branches and the loss of every step (the loss curve)."""
+              progress: Callable[[int, float], None] | None = None,
+              branches: list[HistoryBranch] | None = None) -> tuple[list[HistoryBranch], list[float]]:
+    """Train the branches (by default seeded with `spec.seed`; given ones are trained in place) for
+    `spec.steps` Adam steps on fresh seeded batches. Returns the branches and the loss of every step."""
     if spec.data not in DATA_KINDS:
         raise CalibrationError(f"calibration data must be one of {', '.join(DATA_KINDS)}, got {spec.data!r}")
     if spec.steps < 1 or spec.window < 1:
@@ -207,7 +213,7 @@ def calibrate(model: LlamaForCausalLM, spec: CalibrationSpec,
                                f"{model.model.rope.cos.shape[0]} positions")
     for p in model.parameters():
         p.requires_grad_(False)
-    branches = seeded_branches(model, spec.seed)
+    branches = branches or seeded_branches(model, spec.seed)
     params = [p for b in branches for p in b.parameters()]
     for p in params:
         p.requires_grad_(True)
