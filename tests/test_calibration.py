@@ -11,7 +11,7 @@ import torch
 from hybench.engine.calibration import (CalibrationError, CalibrationSpec, apply_history_weights, calibrate,
                                         calibration_batch, distillation_loss, history_weights, hybrid_layer_output,
                                         load_history_weights, save_history_weights, seeded_branches, teacher_layers)
-from hybench.engine.loader import ResolvedModel, build_model
+from hybench.engine.loader import ResolvedModel, build_model, resolve_model
 from hybench.orchestrator.cli import main
 from engine_harness import TINY, make_engine, open_history, teacher_forced_logits
 
@@ -114,3 +114,15 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--sliding-window-override must be at least 1" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_writes_weights_and_loss_curve(tmp_path, capsys):
+    output = tmp_path / "h.safetensors"
+    assert main(["calibrate", "--model", "tiny-llama", "--sliding-window-override", "8", "--steps", "2",
+                 "--seq-len", "64", "--batch-size", "2", "--no-progress", "--output", str(output)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.loss.csv", "h.safetensors"]
+    curve = (tmp_path / "h.loss.csv").read_text().splitlines()
+    assert curve[0] == "step,loss" and len(curve) == 3
+    model = build_model(resolve_model("tiny-llama"), torch.device("cpu"), torch.float32, 64, seed=0)
+    weights = load_history_weights(str(output), model, 8)
+    assert weights.steps == 2 and weights.final_loss == pytest.approx(float(curve[-1].split(",")[1]), rel=1e-5)
