@@ -2,8 +2,8 @@
 
 Calibrates the history branch (engine.calibration) and scores block-filler-block recall sequences
 through the engine (score_sequences + recall_outcome): top-1 accuracy on the repeated block inside
-the window (0.25W) and at 2W, and the share of the full-vs-sliding accuracy gap the calibrated
-branch recovers. Prints one table row; docs/calibration.md records the rows.
+the window (0.25W) and at 2W, and the share of the full-vs-sliding gap (accuracy and NLL) the
+calibrated branch recovers. Prints one table row; docs/calibration.md records the rows.
 """
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def main() -> None:
     wall = time.monotonic() - start
     weights = history_weights(model, branches, window, args.steps, curve[-1])
 
-    def accuracy(kind: str, multiple: float, calibrated: bool = False) -> float:
+    def outcome(kind: str, multiple: float, calibrated: bool = False) -> tuple[float, float]:
+        """(mean NLL, top-1 accuracy) over the sequences' repeated blocks."""
         engine = LLMEngine(model, EngineConfig(model=model.config, attention=kind, window=window,
                                                max_model_len=INPUT_LEN + 1, dtype=torch.float32))
         if calibrated:
@@ -45,15 +46,18 @@ def main() -> None:
         seqs = [recall_sequence(model.config.vocab_size, INPUT_LEN, BLOCK, distance_tokens(multiple, window),
                                 seed=1000 + s) for s in range(COUNT)]
         scores = score_sequences(engine, [s.tokens for s in seqs])
-        return sum(recall_outcome(s, sc)[1] for s, sc in zip(seqs, scores)) / COUNT
+        outcomes = [recall_outcome(s, sc) for s, sc in zip(seqs, scores)]
+        return sum(o[0] for o in outcomes) / COUNT, sum(o[1] for o in outcomes) / COUNT
 
     print(f"data={args.data} steps={args.steps} lr={args.lr} wall={wall:.0f}s loss {curve[0]:.4f} -> {curve[-1]:.4f}")
     for multiple in (0.25, 2.0):
-        full, sliding = accuracy("full", multiple), accuracy("sliding", multiple)
-        seeded, calibrated = accuracy("hybrid", multiple), accuracy("hybrid", multiple, calibrated=True)
-        share = (calibrated - sliding) / (full - sliding) if full != sliding else float("nan")
-        print(f"{multiple}W: full {full:.3f} sliding {sliding:.3f} seeded {seeded:.3f} calibrated {calibrated:.3f} "
-              f"gap recovered {share:.3f}")
+        results = [outcome("full", multiple), outcome("sliding", multiple), outcome("hybrid", multiple),
+                   outcome("hybrid", multiple, calibrated=True)]
+        for name, index in (("top-1", 1), ("NLL", 0)):
+            full, sliding, seeded, calibrated = (r[index] for r in results)
+            share = (calibrated - sliding) / (full - sliding) if full != sliding else float("nan")
+            print(f"{multiple}W {name}: full {full:.3f} sliding {sliding:.3f} seeded {seeded:.3f} "
+                  f"calibrated {calibrated:.3f} gap recovered {share:.3f}")
 
 
 if __name__ == "__main__":
