@@ -256,7 +256,7 @@ def load_history_weights(path: str, model: LlamaForCausalLM, window: int) -> His
             meta = handle.metadata() or {}
     except (OSError, SafetensorError) as exc:
         raise CalibrationError(f"--history-weights {path}: cannot read it as safetensors ({exc})") from None
-    if meta.get("format") != "hybench-history":
+    if meta.get("format") != "hybench-history" or not {"model_hash", "window", "steps", "final_loss"} <= meta.keys():
         raise CalibrationError(f"--history-weights {path}: not a hybench history-weights file (made by hybench calibrate)")
     weights = HistoryWeights(tensors, meta["model_hash"], int(meta["window"]), int(meta["steps"]),
                              float(meta["final_loss"]))
