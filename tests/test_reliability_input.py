@@ -146,10 +146,10 @@ def test_random_flags_soak(tmp_path, data):
 # Values that used to be accepted and then failed inside the job (an error row, garbage, or a
 # traceback): now each is refused before anything runs.
 KNOWN_BAD = [
-    ("--temperature=nan", "temperature"), ("--kv-cache-gib=nan", "kv_cache_gib"),
-    ("--kv-cache-gib=inf", "kv_cache_gib"), ("--seed=-1", "seed"), ("--seed=99999999999999999999", "seed"),
-    ("--num-prompts=99999999999999999999", "num_prompts"),
-    ("--max-concurrency=99999999999999999999", "concurrency_limit"), ("--request-rate=1e-300", "request_rate"),
+    ("--temperature=nan", "temperature"), ("--kv-cache-gib=nan", "--kv-cache-gib"),
+    ("--kv-cache-gib=inf", "--kv-cache-gib"), ("--seed=-1", "seed"), ("--seed=99999999999999999999", "seed"),
+    ("--num-prompts=99999999999999999999", "--num-prompts"),
+    ("--max-concurrency=99999999999999999999", "--max-concurrency"), ("--request-rate=1e-300", "--request-rate"),
     ("--device=meta", "device"), ("--sliding-window-override=--", "--sliding-window-override"),
     ("--config=full\rsliding", "--config"),
 ]

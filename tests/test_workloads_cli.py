@@ -115,7 +115,7 @@ BAD_FILES = {
     "csv": (lambda p: str(p / "x.csv"), "a dataset file ends in .json or .parquet"),
 }
 BAD_BENCH = {
-    "negative rate": (["--request-rate", "-3"], "request_rate must be a positive number"),
+    "negative rate": (["--request-rate", "-3"], "--request-rate must be a positive number"),
     "zero concurrency": (["--max-concurrency", "0"], "must be at least 1, got 0"),
     "hf under load": (["--engine", "hf", "--config", "full", "--request-rate", "5"], "--engine hf runs offline only"),
 }
