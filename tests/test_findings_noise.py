@@ -20,16 +20,19 @@ LENGTHS = (256, 1024, 4096)
 PROMPTS, OUTPUT = 8, 4
 
 
-def _write_store(root: str, rng: np.random.Generator, iterations: int, speed: dict[str, float] | None = None) -> None:
-    """Every config at every length; each iteration's requests all take base * (1 +- 10%) / speed."""
+def _write_store(root: str, rng: np.random.Generator, iterations: int, speed: dict[str, float] | None = None,
+                 noise: float = 0.1, run_shift: float = 0.0) -> None:
+    """Every config at every length; each iteration's requests all take base * (1 +- noise) / speed, times
+    a shift of the whole job (1 +- run_shift) that its iterations cannot see (as between two runs)."""
     store = ResultStore(root)
     for config in CONFIGS:
         for n in LENGTHS:
             key = dict(job_id=f"{config}-{n}", sweep_id="s", model="m", config=config, window=512, engine="hybrid",
                        input_len=n, output_len=OUTPUT)
             requests, samples = [], []
+            shift = 1 + rng.uniform(-run_shift, run_shift)
             for it in range(iterations + 1):
-                seconds = (0.1 + n / 10_000) * (1 + rng.uniform(-0.1, 0.1)) / (speed or {}).get(config, 1.0)
+                seconds = (0.1 + n / 10_000) * shift * (1 + rng.uniform(-noise, noise)) / (speed or {}).get(config, 1.0)
                 e2e = [seconds * 1e3 * (1 - 0.01 * i) for i in range(PROMPTS)]
                 requests += [dict(key, iteration=it, warmup=it == 0, request_id=i, prompt_tokens=n,
                                   output_tokens=OUTPUT, arrival_ns=0, first_token_ns=int(v * 5e5),
@@ -62,6 +65,16 @@ def test_noise_alone_is_no_difference(tmp_path):
     assert "costs more" not in text
     assert "throughput: 9 cells no difference beyond noise, 0 differ" in text
     assert "P99 latency: 9 cells no difference beyond noise, 0 differ" in text
+
+
+def test_shifts_between_runs_that_iterations_cannot_see_are_noise(tmp_path):
+    """Each job of a run shifted by up to +-25% while its iterations agree within 2%: the comparison
+    widens every interval by the spread between the cells, so no cell is called different."""
+    _write_store(str(tmp_path / "a"), np.random.default_rng(3), iterations=3, noise=0.02, run_shift=0.25)
+    _write_store(str(tmp_path / "b"), np.random.default_rng(4), iterations=3, noise=0.02, run_shift=0.25)
+    results = [collect(side) for side in sides(Selection.of(str(tmp_path / "a")), str(tmp_path / "b"))]
+    _, summary = compare_cells(results[0].tables["cells"], results[1].tables["cells"])
+    assert summary["throughput_tok_s_differ"] == 0 and summary["throughput_tok_s_same"] == 9
 
 
 def test_a_real_2x_difference_is_reported_with_its_interval(tmp_path):
