@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hybench.workers.intervals import log_ratio_interval, mean_interval, t_quantile
+from hybench.workers.intervals import log_ratio_bounds, mean_interval, t_quantile
+
+
+def log_ratio_interval(b, a):
+    """The interval of B / A from the samples, through the bounds SQL's aggregates feed."""
+    sides = [np.log(np.asarray(side, dtype=np.float64)) for side in (b, a)]
+    stats_of = [(len(s), float(s.mean()), float(s.var(ddof=1)) if len(s) > 1 else 0.0) for s in sides]
+    return log_ratio_bounds(*stats_of[0], *stats_of[1])
 
 
 @pytest.mark.parametrize("df", [1, 1.5, 2, 3, 4.7, 9, 30, 250])

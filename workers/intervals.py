@@ -1,9 +1,10 @@
-"""95% intervals from a job's measured iterations, each iteration one sample (numpy only).
+"""95% intervals from a job's measured iterations, each iteration one sample (the standard library only).
 
 Two intervals, both Student t:
 - `mean_interval`: the mean of one job's per-iteration values, mean +- t(0.975, n-1) * sd / sqrt(n).
-- `log_ratio_interval`: the ratio of two sets of samples (config against config, run against run),
-  as Welch's interval on the difference of the mean logs, exponentiated: the interval of the ratio of
+- `log_ratio_bounds`: the ratio of two sets of samples (config against config, run against run), from
+  each side's count, mean and variance of the logs (as SQL aggregates them): Welch's interval on the
+  difference of the mean logs, exponentiated: the interval of the ratio of
   geometric means, unequal variances allowed (Welch-Satterthwaite degrees of freedom). Logs make the
   interval of B/A the reciprocal of that of A/B, and keep a ratio's bounds positive.
 Fewer than two samples on a side give no interval (None): one run has no spread to judge noise by.
@@ -105,11 +106,3 @@ def log_ratio_bounds(n_b: int | None, log_mean_b: float | None, log_var_b: float
     df = (va + vb) ** 2 / (va * va / (n_a - 1) + vb * vb / (n_b - 1))
     half = t_quantile(0.5 + LEVEL / 2, df) * math.sqrt(va + vb)
     return math.exp(diff - half), math.exp(diff + half)
-
-
-def log_ratio_interval(b: Sequence[float], a: Sequence[float]) -> tuple[float, float] | None:
-    """The 95% interval of the ratio B / A of two sets of positive samples (see the module's docstring)."""
-    logs = [[math.log(v) for v in side if v is not None and v > 0 and math.isfinite(v)] for side in (b, a)]
-    if min(len(side) for side in logs) < 2:
-        return None
-    return log_ratio_bounds(*_mean_var(logs[0]), *_mean_var(logs[1]))
