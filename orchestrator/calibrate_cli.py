@@ -23,7 +23,7 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
         "calibrate", help="train the hybrid history branch to match full attention, for one model and window",
         description="Layer-wise distillation: train only the history branch (dt, A, gate; base weights frozen) "
         "so that each hybrid layer's output matches full attention's on the same inputs. No labels or data "
-        "needed. Use the output with --history-weights.",
+        "needed. The file holds the model's hash and W, so it loads only for them (hybench.engine.calibration).",
     )
     parser.add_argument("--model", required=True, help="preset name, local checkpoint folder or Hugging Face id")
     parser.add_argument("--sliding-window-override", dest="window", type=int, required=True, metavar="W",
