@@ -132,11 +132,12 @@ def _cost(spec: JobSpec) -> int:
 
 
 class _Pending:
-    """Jobs not started yet, grouped by model; the longest first, so the sweep ends on short ones."""
+    """Jobs not started yet, grouped by model; round by round (every job's first run before any job's
+    second, so that repeats are spread over the sweep), the longest first within a round."""
 
     def __init__(self, specs: list[JobSpec]) -> None:
         self._groups: dict[tuple, deque[JobSpec]] = {}
-        for spec in sorted(specs, key=_cost, reverse=True):
+        for spec in sorted(specs, key=lambda spec: (spec.repeat, -_cost(spec))):
             self._groups.setdefault(_model_key(spec), deque()).append(spec)
 
     def __len__(self) -> int:
@@ -349,7 +350,7 @@ def _worker_shape(options: DriverOptions, jobs: int) -> tuple[int, float, int]:
 
 def _describe(spec: JobSpec, row: dict | None = None) -> str:
     job = (f"{spec.model} {spec.config:<7} W={spec.window:<5} in={spec.input_len:<5} out={spec.output_len:<4}"
-           f"{'' if spec.engine == 'hybrid' else ' engine=' + spec.engine}")
+           f"{'' if spec.engine == 'hybrid' else ' engine=' + spec.engine} run {spec.repeat + 1}")
     if row is None:
         return job
     if row["status"] == "ok":

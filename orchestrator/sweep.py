@@ -21,8 +21,10 @@ from hybench.orchestrator.flags import FLAGS, add_sweep_flags, scalar_type, with
 from hybench.workers.job_spec import JobSpec
 
 # The no-argument sweep: the tiny preset, every config, a window shorter than the longer inputs
-# (so the three configs differ), few prompts and short outputs, and three measured iterations (the
-# fewest that give each figure an interval), so it ends in about a minute on a CPU.
+# (so the three configs differ), few prompts and short outputs, and three measured iterations per cell
+# (the fewest that give each figure an interval), one in each of three runs of its job (--repeats, a
+# run option below), so that the interval holds what varies between jobs; it ends in about a minute on
+# a CPU.
 SWEEP_DEFAULTS: dict[str, tuple] = {
     "model": ("tiny-llama",),
     "config": ("full", "sliding", "hybrid"),
@@ -31,7 +33,7 @@ SWEEP_DEFAULTS: dict[str, tuple] = {
     "num_prompts": (4,),
     "output_len": (16,),
     "num_warmup_iters": (1,),
-    "num_benchmark_iters": (3,),
+    "num_benchmark_iters": (1,),
 }
 
 
@@ -55,6 +57,10 @@ class RunOption:
 
 
 RUN_OPTIONS: tuple[RunOption, ...] = (
+    RunOption("repeats", int, 3, "times each job runs, as separate jobs in rounds (every job once, then every "
+              "job again, ...), so that a cell's 95%% interval holds the variation between jobs (machine load, "
+              "process state), not only between the iterations of one job; 1 = one job per cell, whose interval "
+              "comes from its iterations alone", "N"),
     RunOption("results", str, "results", "results store every worker writes to: a folder (shared by all "
               "nodes of a cluster) or a pyarrow filesystem URI such as s3://bucket/path", "DIR_OR_URI"),
     RunOption("address", str, None, "Ray cluster to run on: auto (the cluster this machine is part of, or the "
@@ -165,7 +171,8 @@ def resolve(given: dict[str, Any], sweep_file: str | None) -> dict[str, Any]:
 
 
 def expand(settings: dict[str, Any]) -> list[JobSpec]:
-    """The cartesian product of the job fields, in a stable order, without duplicates.
+    """The cartesian product of the job fields, in a stable order, without duplicates, `repeats` times
+    (round by round: every job's first run, then every job's second run, ...).
 
     `full` attends to every token, so the window does not change what it measures: it runs once per
     cell, under the first window listed, instead of once per window. The Hugging Face peer runs the
@@ -173,6 +180,9 @@ def expand(settings: dict[str, Any]) -> list[JobSpec]:
     """
     fields = {name: settings[name] if isinstance(settings[name], tuple) else (settings[name],)
               for name in JOB_FIELDS}
+    repeats = settings.get("repeats") or 1
+    if repeats < 1:
+        raise SweepError(f"--repeats must be at least 1, got {repeats}")
     specs: dict[str, JobSpec] = {}
     for combo in itertools.product(*fields.values()):
         values = dict(zip(fields, combo))
@@ -186,7 +196,8 @@ def expand(settings: dict[str, Any]) -> list[JobSpec]:
             raise SweepError(with_flag_names(str(exc), plural=True)) from None
         specs.setdefault(spec.job_id, spec)
     sweep_id = settings["sweep_id"] or "sweep-" + hashlib.sha256(" ".join(sorted(specs)).encode()).hexdigest()[:8]
-    return [dataclasses.replace(spec, sweep_id=sweep_id) for spec in specs.values()]
+    return [dataclasses.replace(spec, sweep_id=sweep_id, repeat=repeat)
+            for repeat in range(repeats) for spec in specs.values()]
 
 
 def window_notes(specs: list[JobSpec]) -> list[str]:

@@ -45,7 +45,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     settings = resolve({name: getattr(args, name) for name in SETTINGS}, args.sweep_file)
     specs = expand(settings)
-    options = DriverOptions(**{o.name: settings[o.name] for o in RUN_OPTIONS if o.name != "sweep_id"},
+    options = DriverOptions(**{o.name: settings[o.name] for o in RUN_OPTIONS if o.name not in ("sweep_id", "repeats")},
                             progress=args.progress)
     store = ResultStore(options.results)
     check_output_folder("--results", options.results)

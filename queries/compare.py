@@ -32,16 +32,20 @@ _CELL = (*VARIANT, "input_len", "config")
 
 
 def _columns(metric: str, samples: str | None) -> str:
+    """A metric's two sides and their ratio: of the sides' geometric means over their samples where both
+    have samples (the centre of the interval), else of the cells' figures."""
     ratio = f"b.{metric} / nullif(a.{metric}, 0)"
+    if samples is not None:
+        ratio = f"coalesce(exp(b.{samples}_log_mean - a.{samples}_log_mean), {ratio})"
     columns = f"a.{metric} AS {metric}_a, b.{metric} AS {metric}_b, {ratio} AS {metric}_ratio"
     if samples is None:
         return columns
-    args = (f"b.iterations, b.{samples}_log_mean, b.{samples}_log_var, "
-            f"a.iterations, a.{samples}_log_mean, a.{samples}_log_var")
-    within = f"b.{samples}_log_var / b.iterations + a.{samples}_log_var / a.iterations"
+    args = (f"b.samples, b.{samples}_log_mean, b.{samples}_log_var, "
+            f"a.samples, a.{samples}_log_mean, a.{samples}_log_var")
+    within = f"b.{samples}_log_var / b.samples + a.{samples}_log_var / a.samples"
     return (columns + f", ratio_ci_low({args}) AS {metric}_ratio_ci_low, ratio_ci_high({args}) AS {metric}_ratio_ci_high"
             f", b.{samples}_log_mean - a.{samples}_log_mean AS _{metric}_log_ratio"
-            f", if(a.iterations >= 2 AND b.iterations >= 2, {within}, NULL) AS _{metric}_within_var")
+            f", if(a.samples >= 2 AND b.samples >= 2, {within}, NULL) AS _{metric}_within_var")
 
 
 def _verdicts(metric: str) -> str:

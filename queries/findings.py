@@ -3,9 +3,10 @@
 hybrid costs more than sliding; and what prefix caching buys each config where a store ran a cell both
 with and without it. Numbers come from SQL (config_ratios, cells, prefix_caching); this only words them.
 
-A measured ratio is a finding only beyond noise: it carries the 95% interval of the per-iteration
-values (workers/intervals.py), an interval that holds 1 reads "no difference beyond noise", and a cell
-with a single measured iteration has no spread, so nothing categorical is said of it. Memory figures
+A measured ratio is a finding only beyond noise: it carries the 95% interval from each side's samples
+(workers/intervals.py; a cell's samples are its jobs where `--repeats` ran it more than once, else its
+job's iterations), an interval that holds 1 reads "no difference beyond noise", and a cell with a single
+sample has no spread, so nothing categorical is said of it. Memory figures
 are analytic (exact), so they carry no interval."""
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from hybench.queries.formatting import cell_text
 from hybench.workers.intervals import log_ratio_bounds
 
 SAME = "no difference beyond noise"
-NO_SPREAD_HINT = ("cells with one measured iteration have no spread, so no difference is judged there: run with "
-                  "--num-benchmark-iters 3 (or more) for intervals")
+NO_SPREAD_HINT = ("cells with one sample (one job of one measured iteration) have no spread, so no difference is "
+                  "judged there: run with --repeats 3 or --num-benchmark-iters 3 (or more) for intervals")
+ONE_JOB_HINT = ("their intervals come from the iterations of one job, which share its process and moment and "
+                "miss what varies between jobs (machine load, process state): `hybench sweep --repeats 3` runs "
+                "each job three times, spread over the sweep")
 
 
 def _variant_findings(cells: list[dict], ratios: list[dict]) -> list[str]:
@@ -34,6 +38,7 @@ def _variant_findings(cells: list[dict], ratios: list[dict]) -> list[str]:
         _best_per_gib(cells),
         _failures(cells),
         _no_spread(cells),
+        _one_job(cells),
     ]
     return [b for b in bullets if b]
 
@@ -95,11 +100,11 @@ def data_notes(cells: list[dict], totals: dict, skipped: Mapping[str, str], dupl
     """Bullets on what the numbers leave out or pool, so nothing is dropped silently."""
     notes = [f"{cell_text(totals['measured_requests'])} measured requests of jobs that ended ok; "
              f"{cell_text(totals['warmup_requests'])} warmup requests left out."]
-    pooled = [c for c in cells if c["jobs"] > 1]
+    pooled = [c for c in cells if c["sweeps"] and "," in c["sweeps"]]
     if pooled:
-        sweeps = sorted({s for c in pooled if c["sweeps"] for s in c["sweeps"].split(",")})
-        notes.append(f"{len(pooled)} cells pool the requests of several jobs (several sweeps or code versions; "
-                     f"sweeps {', '.join(sweeps)}): use --sweep, or --compare-sweep to set them side by side.")
+        sweeps = sorted({s for c in pooled for s in c["sweeps"].split(",")})
+        notes.append(f"{len(pooled)} cells pool the jobs of several sweeps ({', '.join(sweeps)}): use --sweep, or "
+                     "--compare-sweep to set them side by side.")
     if skipped:
         notes.append(f"{len(skipped)} results files were skipped: "
                      + "; ".join(f"`{path}` ({why})" for path, why in skipped.items()))
@@ -223,8 +228,8 @@ def _hybrid_costs(ratios: list[dict]) -> str | None:
 def _per_gib_lead(best: dict, other: dict) -> tuple[float, float] | None:
     """The interval of best / other in throughput per GiB: the throughput ratio's interval times the
     (exact, analytic) ratio of the memory each needed."""
-    bounds = log_ratio_bounds(best["iterations"], best["throughput_tok_s_log_mean"], best["throughput_tok_s_log_var"],
-                              other["iterations"], other["throughput_tok_s_log_mean"], other["throughput_tok_s_log_var"])
+    bounds = log_ratio_bounds(best["samples"], best["throughput_tok_s_log_mean"], best["throughput_tok_s_log_var"],
+                              other["samples"], other["throughput_tok_s_log_mean"], other["throughput_tok_s_log_var"])
     if bounds is None:
         return None
     memory = other["needed_gib"] / best["needed_gib"]
@@ -254,10 +259,17 @@ def _best_per_gib(cells: list[dict]) -> str | None:
 
 
 def _no_spread(cells: list[dict]) -> str | None:
-    single = [c for c in cells if c["ok"] and c["iterations"] < 2]
+    single = [c for c in cells if c["ok"] and c["samples"] < 2]
     if not single:
         return None
-    return f"{len(single)} of {len(cells)} cells measured one iteration: {NO_SPREAD_HINT}."
+    return f"{len(single)} of {len(cells)} cells have one sample: {NO_SPREAD_HINT}."
+
+
+def _one_job(cells: list[dict]) -> str | None:
+    one = [c for c in cells if c["ok"] == 1 and c["samples"] >= 2]
+    if not one:
+        return None
+    return f"{len(one)} of {len(cells)} cells ran one job: {ONE_JOB_HINT}."
 
 
 def _failures(cells: list[dict]) -> str | None:

@@ -4,8 +4,8 @@ Every figure has a row of panels per variant (model, engine, window, output leng
 prefix caching on or off, request rate, concurrency limit, dataset); in a comparison,
 side A's row then side B's, one y axis per metric across both. Each config keeps its colour in every
 figure; a cell whose jobs all failed is marked with its status where its bar or point would be.
-Measured throughput and latency carry error bars: the 95% interval of the per-iteration values (none
-where a cell measured one iteration). Another engine (`--engine hf`) is drawn as a config of its own,
+Measured throughput and latency carry error bars: the 95% interval of the cell's samples (its jobs under
+--repeats, else its job's iterations; none where a cell has one sample). Another engine (`--engine hf`) is drawn as a config of its own,
 "full (hf)", on the same axes as this engine's configs. A figure uses one y scale (log or linear) for
 all its panels. Each figure returns the series it drew, so that tests check the data behind it, not
 only the file.

@@ -3,7 +3,9 @@
 #   scripts/run_hybrid_benchmark.sh [MODEL] [RESULTS_DIR] [more hybench sweep flags...]
 #   INPUT_LENGTHS="256,512,1024" NUM_PROMPTS=20 scripts/run_hybrid_benchmark.sh
 # Other settings from the environment: OUTPUT_LEN, WINDOWS (sliding window(s) of sliding and
-# hybrid), NUM_WARMUP_ITERS, NUM_BENCHMARK_ITERS, LOAD_FORMAT (dummy: random weights, no download).
+# hybrid), NUM_WARMUP_ITERS, NUM_BENCHMARK_ITERS, LOAD_FORMAT (dummy: random weights, no download),
+# REPEATS (runs of each job, spread over the sweep; default 1, as the original suite ran each once:
+# 3 gives intervals that hold the variation between jobs).
 # Re-running resumes: jobs already in RESULTS_DIR are skipped. The report lands in RESULTS_DIR/plots.
 set -euo pipefail
 
@@ -27,6 +29,7 @@ exec "$hybench" sweep \
     --output-len "${OUTPUT_LEN:-128}" \
     --num-warmup-iters "${NUM_WARMUP_ITERS:-3}" \
     --num-benchmark-iters "${NUM_BENCHMARK_ITERS:-10}" \
+    --repeats "${REPEATS:-1}" \
     --load-format "${LOAD_FORMAT:-auto}" \
     --results "$results" \
     "$@"

@@ -42,11 +42,11 @@ class SyntheticStore:
                   sweep_id: str = "s1", num_prompts: int = 10, iterations: int = 2, speed: float = 1.0,
                   write_requests: bool = True, write_jobs: bool = True, extra_column: bool = False,
                   truncate_requests: bool = False, model: str = MODEL, window: int = WINDOW,
-                  workload: dict | None = None) -> None:
+                  workload: dict | None = None, repeat: int = 0) -> None:
         """`workload`: the jobs row's workload columns (WORKLOAD); left out, the row has none (an older
-        store), which reads as DEFAULT_WORKLOAD."""
+        store), which reads as DEFAULT_WORKLOAD. `repeat`: another run of the same cell (sweep --repeats)."""
         workload = dict(workload or {})
-        suffix = "".join(f"-{k}={v}" for k, v in sorted(workload.items()))
+        suffix = "".join(f"-{k}={v}" for k, v in sorted(workload.items())) + (f"-r{repeat}" if repeat else "")
         job_id = f"{sweep_id}-{model.replace('/', '_')}-{config}-{window}-{input_len}-{status}{suffix}"
         key = dict(job_id=job_id, sweep_id=sweep_id, model=model, config=config, window=window, engine="hybrid",
                    input_len=input_len, output_len=OUTPUT_LEN)
@@ -148,8 +148,11 @@ def build_store(store: str | ResultStore, *, seed: int = 0, sweep_id: str = "s1"
 
 def add_edge_cases(synthetic: SyntheticStore, seed: int = 1) -> None:
     """A truncated requests file, a file with a newer column, an error job whose requests must not
-    count, and a job that wrote its requests but never its jobs row."""
+    count, a job that wrote its requests but never its jobs row, and two more runs of a cell (--repeats),
+    one slower: its samples are then its three jobs."""
     rng = np.random.default_rng(seed)
+    for repeat, speed in ((1, 0.7), (2, 1.1)):
+        synthetic.write_job("hybrid", 4096, rng=rng, repeat=repeat, speed=speed, iterations=3)
     synthetic.write_job("full", 2048, rng=rng, truncate_requests=True)
     synthetic.write_job("sliding", 2048, rng=rng, extra_column=True)
     synthetic.write_job("hybrid", 2048, rng=rng, status="error")
@@ -186,18 +189,28 @@ def _mean(values: list) -> float | None:
 
 
 def _iteration_stats(iterations: list[dict]) -> dict:
-    """The cell's per-iteration samples: count, mean and variance of the logs, mean and sd, and the
-    95% intervals (scipy) of the headline figures."""
-    out = {"iterations": len(iterations)}
+    """The cell's samples: its jobs (the mean log of each job's iterations) where it has two or more, else
+    its job's iterations; their count, mean and variance of the logs, and the 95% intervals (scipy) of the
+    headline figures; beside them the mean and sd over every iteration."""
+    by_job: dict[str, list[dict]] = {}
+    for i in iterations:
+        by_job.setdefault(i["job_id"], []).append(i)
+
+    def sample_logs(m: str) -> np.ndarray:
+        if len(by_job) >= 2:
+            return np.array([np.log([i[m] for i in rows]).mean() for rows in by_job.values()])
+        return np.log(np.array([i[m] for i in iterations], dtype=np.float64))
+
+    out = {"iterations": len(iterations), "samples": len(by_job) if len(by_job) >= 2 else len(iterations)}
     for m in ("throughput_tok_s", "output_tok_s", "e2e_p50_ms", "e2e_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms"):
         values = np.array([i[m] for i in iterations], dtype=np.float64)
-        several = len(values) > 1
-        out |= {f"{m}_log_mean": float(np.log(values).mean()) if len(values) else None,
-                f"{m}_log_var": float(np.log(values).var(ddof=1)) if several else None,
+        logs = sample_logs(m)
+        out |= {f"{m}_log_mean": float(logs.mean()) if len(logs) else None,
+                f"{m}_log_var": float(logs.var(ddof=1)) if len(logs) > 1 else None,
                 f"{m}_iter_mean": float(values.mean()) if len(values) else None,
-                f"{m}_iter_sd": float(values.std(ddof=1)) if several else None}
+                f"{m}_iter_sd": float(values.std(ddof=1)) if len(values) > 1 else None}
     for name, m in (("throughput", "throughput_tok_s"), ("latency_p99", "e2e_p99_ms"), ("latency_p50", "e2e_p50_ms")):
-        logs = np.log([i[m] for i in iterations])
+        logs = sample_logs(m)
         low = high = None
         if len(logs) > 1:
             low, high = np.exp(stats.t.interval(0.95, len(logs) - 1, loc=logs.mean(), scale=stats.sem(logs)))

@@ -28,12 +28,12 @@ from hybench.workers.store import ResultStore  # noqa: E402
 # The smallest jobs that still exercise every config: windows shorter than the prompts.
 TINY_ARGS = ["--models", "tiny-llama", "--configs", "full,sliding,hybrid", "--windows", "16",
              "--input-lengths", "32,64", "--num-prompts", "2", "--output-len", "4",
-             "--num-warmup-iters", "0", "--num-benchmark-iters", "1", "--no-report", "--no-progress"]
+             "--num-warmup-iters", "0", "--num-benchmark-iters", "1", "--repeats", "1", "--no-report", "--no-progress"]
 # Twelve jobs that each last long enough for a test to kill something while others are still queued.
 KILL_ARGS = [*TINY_ARGS, "--input-lengths", "32,64,128,256", "--output-len", "64"]
 TINY = {"model": ("tiny-llama",), "config": ("full", "sliding", "hybrid"), "window": (16,),
         "input_len": (32, 64), "num_prompts": (2,), "output_len": (4,), "num_warmup_iters": (0,),
-        "num_benchmark_iters": (1,)}
+        "num_benchmark_iters": (1,), "repeats": 1}
 
 
 def tiny_specs(**overrides: tuple) -> list[JobSpec]:

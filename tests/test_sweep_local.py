@@ -146,7 +146,7 @@ class SlowLoad(JobWorker):
 LOAD_S = float(sys.argv[3])  # captured with the class: an actor's own sys.argv is Ray's
 driver.RemoteJobWorker = ray.remote(max_restarts=-1, max_task_retries=0)(SlowLoad)
 given = {"model": ("tiny-llama",), "config": ("hybrid",), "window": (16,), "input_len": (32,), "num_prompts": (2,),
-         "output_len": (4,), "num_warmup_iters": (0,), "num_benchmark_iters": (1,)}
+         "output_len": (4,), "num_warmup_iters": (0,), "num_benchmark_iters": (1,), "repeats": 1}
 options = driver.DriverOptions(results=sys.argv[1], job_timeout=float(sys.argv[2]), max_retries=0, progress=False)
 print(dict(driver.run_sweep(expand(resolve(given, None)), options).statuses))
 """

@@ -1,6 +1,7 @@
 """The sweep spec without Ray: flags and sweep files -> jobs, and user mistakes as one line, exit 2."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -15,14 +16,22 @@ from hybench.orchestrator.sweep_cli import submit_command
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _specs(argv: list[str]):
-    args = build_parser().parse_args(["sweep", *argv])
+def _specs(argv: list[str], repeats: str | None = "1"):
+    """The jobs of `hybench sweep argv`, run once each unless `repeats` is None (the default, 3)."""
+    extra = ["--repeats", repeats] if repeats is not None and "--repeats" not in argv else []
+    args = build_parser().parse_args(["sweep", *argv, *extra])
     return expand(resolve({name: getattr(args, name) for name in SETTINGS}, args.sweep_file))
 
 
 def test_no_arguments_is_the_quick_tiny_sweep():
-    specs = _specs([])
-    assert len(specs) == 3 * 4
+    runs = _specs([], repeats=None)
+    assert len(runs) == 3 * 3 * 4 and {s.num_benchmark_iters for s in runs} == {1}
+    # Round by round: every job once, then every job again; each run its own job, ids stable from the first.
+    assert [s.repeat for s in runs] == [0] * 12 + [1] * 12 + [2] * 12
+    assert [s.job_id for s in runs[:12]] == [s.job_id for s in _specs([])]
+    assert len({s.job_id for s in runs}) == 36
+    assert all(dataclasses.replace(a, repeat=0) == b for a, b in zip(runs[12:24], runs[:12]))
+    specs = runs[:12]
     assert {s.model for s in specs} == {"tiny-llama"} and {s.window for s in specs} == {256}
     assert {s.config for s in specs} == {"full", "sliding", "hybrid"}
     assert sorted({s.input_len for s in specs}) == [256, 512, 1024, 2048]  # longer than the window

@@ -184,6 +184,7 @@ def job_key(spec: JobSpec) -> dict:
         "request_rate": spec.request_rate, "concurrency_limit": spec.concurrency_limit,
         "dataset": spec.dataset.path if spec.dataset else None,
         "dataset_sha256": spec.dataset.sha256 if spec.dataset else None,
+        "repeat": spec.repeat,
     }
 
 

@@ -34,7 +34,7 @@ def project_version() -> str:
 
 
 _INT_FIELDS = ("window", "input_len", "output_len", "num_prompts", "seed", "num_warmup_iters", "num_benchmark_iters",
-               "max_model_len", "max_num_seqs", "max_num_batched_tokens", "concurrency_limit")
+               "max_model_len", "max_num_seqs", "max_num_batched_tokens", "concurrency_limit", "repeat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,10 @@ class JobSpec:
     concurrency_limit: int | None = None  # most requests in the engine at once; None = no limit
     dataset: DatasetRef | None = None  # prompts from a `hybench data` file instead of seeded random ones
     enable_prefix_caching: bool = False
+    # Which run of an otherwise identical job this is (`hybench sweep --repeats`): repeats are separate jobs,
+    # spread over the sweep, so that a cell's interval holds the variation between jobs, not only between
+    # the iterations of one job. Left out of the id when 0, so a single run keeps its id.
+    repeat: int = 0
     # Run-only fields: where and under which sweep the job runs, not what it measures.
     sweep_id: str = "adhoc"
     device: str = "auto"
@@ -95,6 +99,8 @@ class JobSpec:
             problems.append(f"max_model_len must be at least 1, got {self.max_model_len}")
         if self.seed < 0:
             problems.append(f"seed must be >= 0, got {self.seed}")
+        if self.repeat < 0:
+            problems.append(f"repeat must be >= 0, got {self.repeat}")
         for name in _INT_FIELDS:  # every result row stores them as int64
             value = getattr(self, name)
             if value is not None and value > INT64_MAX:
@@ -129,6 +135,8 @@ class JobSpec:
             fields.pop(name)
         if self.dataset is not None:
             fields["dataset"] = self.dataset.sha256
+        if self.repeat == 0:
+            fields.pop("repeat")
         fields["code_version"] = project_version()
         return fields
 

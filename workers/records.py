@@ -117,6 +117,7 @@ JOBS_SCHEMA = pa.schema(
         ("iterations_n", pa.int64()),
     ]
     + [(f"{metric}_{stat}", pa.float64()) for metric in ITERATION_METRICS for stat in ("mean", "sd", "ci_low", "ci_high")]
+    + [("repeat", pa.int64())]  # which run of an identical job (sweep --repeats), 0 for the first
 )
 
 # One row per iteration (warmup flagged): the job's figures over that iteration's requests alone.

@@ -130,7 +130,7 @@ print(r['elapsed_s'] / r['num_benchmark_iters'] if r['status'] == 'ok' else 'x')
   echo "calibration: $(since "$t") s in all, $(printf %.2f "$per_iter") s per iteration" \
        "-> $WARMUP warmup + $iters measured iterations per job"
 
-  sweep=(sweep --models "$MODEL" --configs "$CONFIG" --windows "$WINDOW" "${job[@]}" --num-benchmark-iters "$iters"
+  sweep=(sweep --models "$MODEL" --configs "$CONFIG" --windows "$WINDOW" "${job[@]}" --num-benchmark-iters "$iters" --repeats 1
          --seed "$SEEDS" --no-report)
   printf "n\twall_s\trc\n" > "$dir/runs.tsv"
   for n in $(echo "$ORDER" | sed "s/N/$NGPU/" | tr , ' '); do

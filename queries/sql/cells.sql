@@ -97,22 +97,51 @@ token_cells AS (  -- inter-token latencies: every gap of every measured request
     FROM (SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len, unnest(itl_ms) AS itl FROM measured)
     GROUP BY ALL
 ),
-iteration_cells AS (  -- each measured iteration of an ok job is one sample of its cell: the spread behind every interval
+job_logs AS (  -- per ok job: its measured iterations, and the mean and variance of their logs
+    SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len, job_id,
+        count(*) AS job_iterations,
+        avg(ln(throughput_tok_s)) AS throughput_tok_s_lm, var_samp(ln(throughput_tok_s)) AS throughput_tok_s_lv,
+        avg(ln(output_tok_s)) AS output_tok_s_lm, var_samp(ln(output_tok_s)) AS output_tok_s_lv,
+        avg(ln(e2e_p50_ms)) AS e2e_p50_ms_lm, var_samp(ln(e2e_p50_ms)) AS e2e_p50_ms_lv,
+        avg(ln(e2e_p99_ms)) AS e2e_p99_ms_lm, var_samp(ln(e2e_p99_ms)) AS e2e_p99_ms_lv,
+        avg(ln(ttft_p50_ms)) AS ttft_p50_ms_lm, var_samp(ln(ttft_p50_ms)) AS ttft_p50_ms_lv,
+        avg(ln(ttft_p99_ms)) AS ttft_p99_ms_lm, var_samp(ln(ttft_p99_ms)) AS ttft_p99_ms_lv,
+        avg(ln(tpot_p50_ms)) AS tpot_p50_ms_lm, var_samp(ln(tpot_p50_ms)) AS tpot_p50_ms_lv
+    FROM iterations JOIN ok_jobs USING (job_id)
+    WHERE NOT coalesce(warmup, false)
+    GROUP BY ALL
+),
+iteration_cells AS (  -- the samples behind every interval: the cell's jobs (the mean log of each) where it has two
+    -- or more (sweep --repeats: jobs spread over the sweep, so their spread holds the variation between jobs),
+    -- else its one job's iterations
     SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
-        count(*) AS iterations,
-        avg(ln(throughput_tok_s)) AS throughput_tok_s_log_mean, var_samp(ln(throughput_tok_s)) AS throughput_tok_s_log_var,
+        sum(job_iterations)::BIGINT AS iterations,
+        if(count(*) >= 2, count(*), sum(job_iterations))::BIGINT AS samples,
+        if(count(*) >= 2, avg(throughput_tok_s_lm), any_value(throughput_tok_s_lm)) AS throughput_tok_s_log_mean,
+        if(count(*) >= 2, var_samp(throughput_tok_s_lm), any_value(throughput_tok_s_lv)) AS throughput_tok_s_log_var,
+        if(count(*) >= 2, avg(output_tok_s_lm), any_value(output_tok_s_lm)) AS output_tok_s_log_mean,
+        if(count(*) >= 2, var_samp(output_tok_s_lm), any_value(output_tok_s_lv)) AS output_tok_s_log_var,
+        if(count(*) >= 2, avg(e2e_p50_ms_lm), any_value(e2e_p50_ms_lm)) AS e2e_p50_ms_log_mean,
+        if(count(*) >= 2, var_samp(e2e_p50_ms_lm), any_value(e2e_p50_ms_lv)) AS e2e_p50_ms_log_var,
+        if(count(*) >= 2, avg(e2e_p99_ms_lm), any_value(e2e_p99_ms_lm)) AS e2e_p99_ms_log_mean,
+        if(count(*) >= 2, var_samp(e2e_p99_ms_lm), any_value(e2e_p99_ms_lv)) AS e2e_p99_ms_log_var,
+        if(count(*) >= 2, avg(ttft_p50_ms_lm), any_value(ttft_p50_ms_lm)) AS ttft_p50_ms_log_mean,
+        if(count(*) >= 2, var_samp(ttft_p50_ms_lm), any_value(ttft_p50_ms_lv)) AS ttft_p50_ms_log_var,
+        if(count(*) >= 2, avg(ttft_p99_ms_lm), any_value(ttft_p99_ms_lm)) AS ttft_p99_ms_log_mean,
+        if(count(*) >= 2, var_samp(ttft_p99_ms_lm), any_value(ttft_p99_ms_lv)) AS ttft_p99_ms_log_var,
+        if(count(*) >= 2, avg(tpot_p50_ms_lm), any_value(tpot_p50_ms_lm)) AS tpot_p50_ms_log_mean,
+        if(count(*) >= 2, var_samp(tpot_p50_ms_lm), any_value(tpot_p50_ms_lv)) AS tpot_p50_ms_log_var
+    FROM job_logs
+    GROUP BY ALL
+),
+iteration_spread AS (  -- mean and standard deviation over every measured iteration of the cell
+    SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
         avg(throughput_tok_s) AS throughput_tok_s_iter_mean, stddev_samp(throughput_tok_s) AS throughput_tok_s_iter_sd,
-        avg(ln(output_tok_s)) AS output_tok_s_log_mean, var_samp(ln(output_tok_s)) AS output_tok_s_log_var,
         avg(output_tok_s) AS output_tok_s_iter_mean, stddev_samp(output_tok_s) AS output_tok_s_iter_sd,
-        avg(ln(e2e_p50_ms)) AS e2e_p50_ms_log_mean, var_samp(ln(e2e_p50_ms)) AS e2e_p50_ms_log_var,
         avg(e2e_p50_ms) AS e2e_p50_ms_iter_mean, stddev_samp(e2e_p50_ms) AS e2e_p50_ms_iter_sd,
-        avg(ln(e2e_p99_ms)) AS e2e_p99_ms_log_mean, var_samp(ln(e2e_p99_ms)) AS e2e_p99_ms_log_var,
         avg(e2e_p99_ms) AS e2e_p99_ms_iter_mean, stddev_samp(e2e_p99_ms) AS e2e_p99_ms_iter_sd,
-        avg(ln(ttft_p50_ms)) AS ttft_p50_ms_log_mean, var_samp(ln(ttft_p50_ms)) AS ttft_p50_ms_log_var,
         avg(ttft_p50_ms) AS ttft_p50_ms_iter_mean, stddev_samp(ttft_p50_ms) AS ttft_p50_ms_iter_sd,
-        avg(ln(ttft_p99_ms)) AS ttft_p99_ms_log_mean, var_samp(ln(ttft_p99_ms)) AS ttft_p99_ms_log_var,
         avg(ttft_p99_ms) AS ttft_p99_ms_iter_mean, stddev_samp(ttft_p99_ms) AS ttft_p99_ms_iter_sd,
-        avg(ln(tpot_p50_ms)) AS tpot_p50_ms_log_mean, var_samp(ln(tpot_p50_ms)) AS tpot_p50_ms_log_var,
         avg(tpot_p50_ms) AS tpot_p50_ms_iter_mean, stddev_samp(tpot_p50_ms) AS tpot_p50_ms_iter_sd
     FROM iterations JOIN ok_jobs USING (job_id)
     WHERE NOT coalesce(warmup, false)
@@ -122,11 +151,12 @@ totals AS (  -- one row per cell; grouping, unlike a join, keeps cells whose key
     SELECT model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len,
         max(COLUMNS(* EXCLUDE (model, engine, "window", output_len, enable_prefix_caching, request_rate, concurrency_limit, dataset_sha256, config, input_len)))
     FROM (FROM job_cells UNION ALL BY NAME FROM request_cells UNION ALL BY NAME FROM token_cells
-          UNION ALL BY NAME FROM iteration_cells)
+          UNION ALL BY NAME FROM iteration_cells UNION ALL BY NAME FROM iteration_spread)
     GROUP BY ALL
 )
-SELECT * EXCLUDE (requests, tokens, generated_tokens, iterations),
+SELECT * EXCLUDE (requests, tokens, generated_tokens, iterations, samples),
     coalesce(iterations, 0) AS iterations,
+    coalesce(samples, 0) AS samples,
     jobs - ok - oom - incomplete AS error,  -- status error, or any status this version does not know
     CASE
         WHEN ok = jobs THEN 'ok'
@@ -139,14 +169,14 @@ SELECT * EXCLUDE (requests, tokens, generated_tokens, iterations),
     END AS status,
     coalesce(requests, 0) AS requests,
     tokens / nullif(elapsed_s, 0) AS throughput_tok_s,
-    -- 95% interval of the per-iteration values' geometric mean (t-interval on their logs: positive, like the
-    -- ratio intervals); NULL with fewer than 2 iterations. The figures' error bars.
-    exp(throughput_tok_s_log_mean - mean_ci_half(iterations, sqrt(throughput_tok_s_log_var))) AS throughput_ci_low,
-    exp(throughput_tok_s_log_mean + mean_ci_half(iterations, sqrt(throughput_tok_s_log_var))) AS throughput_ci_high,
-    exp(e2e_p99_ms_log_mean - mean_ci_half(iterations, sqrt(e2e_p99_ms_log_var))) AS latency_p99_ci_low,
-    exp(e2e_p99_ms_log_mean + mean_ci_half(iterations, sqrt(e2e_p99_ms_log_var))) AS latency_p99_ci_high,
-    exp(e2e_p50_ms_log_mean - mean_ci_half(iterations, sqrt(e2e_p50_ms_log_var))) AS latency_p50_ci_low,
-    exp(e2e_p50_ms_log_mean + mean_ci_half(iterations, sqrt(e2e_p50_ms_log_var))) AS latency_p50_ci_high,
+    -- 95% interval of the samples' geometric mean (t-interval on their logs: positive, like the ratio
+    -- intervals); NULL with fewer than 2 samples. The figures' error bars.
+    exp(throughput_tok_s_log_mean - mean_ci_half(samples, sqrt(throughput_tok_s_log_var))) AS throughput_ci_low,
+    exp(throughput_tok_s_log_mean + mean_ci_half(samples, sqrt(throughput_tok_s_log_var))) AS throughput_ci_high,
+    exp(e2e_p99_ms_log_mean - mean_ci_half(samples, sqrt(e2e_p99_ms_log_var))) AS latency_p99_ci_low,
+    exp(e2e_p99_ms_log_mean + mean_ci_half(samples, sqrt(e2e_p99_ms_log_var))) AS latency_p99_ci_high,
+    exp(e2e_p50_ms_log_mean - mean_ci_half(samples, sqrt(e2e_p50_ms_log_var))) AS latency_p50_ci_low,
+    exp(e2e_p50_ms_log_mean + mean_ci_half(samples, sqrt(e2e_p50_ms_log_var))) AS latency_p50_ci_high,
     generated_tokens / nullif(elapsed_s, 0) AS output_tok_s,
     requests / nullif(elapsed_s, 0) AS requests_per_s,
     -- What the job needed: weights, history-branch parameters, KV in use at peak, SSM state.
