@@ -53,10 +53,9 @@ def read_store(store: ResultStore) -> StoreTables:
             if isinstance(piece, str):
                 out.skipped[store.display(stored.path)] = piece
                 continue
-            piece, nans = _nan_as_null(piece)
-            out.nan_values += nans
             pieces.append(piece)
-        out.tables[table] = _concat(table, pieces)
+        out.tables[table], nans = _nan_as_null(_concat(table, pieces))  # once a table: per file, it dominated
+        out.nan_values += nans
     duplicated = _duplicated_jobs(out.tables["jobs"])
     if duplicated:
         out.duplicated_jobs = tuple(sorted(duplicated))
@@ -93,14 +92,15 @@ def _read_file(store: ResultStore, table: str, stored: StoredFile) -> pa.Table |
         return partition
     try:
         with store.fs.open_input_file(stored.path) as fh:
-            data = pq.read_table(fh)
+            data = pq.ParquetFile(fh).read()  # not read_table: its dataset machinery costs ms a file
     except (OSError, pa.ArrowException) as exc:
         return f"does not read back: {str(exc).splitlines()[0]}"
     for key, value in partition.items():
         if key not in data.column_names:
             data = data.append_column(key, pa.array([value] * data.num_rows, PARTITION_TYPES[key]))
     contract = SCHEMAS[table]
-    fields = [contract.field(name) if name in contract.names else data.schema.field(name)
+    names = set(contract.names)  # the property builds a list on every call
+    fields = [contract.field(name) if name in names else data.schema.field(name)
               for name in data.column_names]
     try:
         return data.cast(pa.schema(fields, data.schema.metadata))

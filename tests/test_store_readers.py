@@ -100,3 +100,12 @@ def test_hybench_views_read_old_and_new_stores_alike(results):
     assert _keys(rows) == sorted(EXPECTED + [(MODEL, "sliding", 512)] * ROWS_PER_JOB)
     assert sorted((j["config"], j["input_len"], j["model"]) for j in jobs) == sorted(
         [(c, n, MODEL) for c, n in JOBS] + [("sliding", 512, MODEL)])
+
+
+def test_the_cli_store_and_readers_load_without_torch():
+    """`hybench query`, `report` and the sweep's skip check read Parquet only; torch's import alone cost
+    each of them seconds, so the engine package loads its names on first use."""
+    probe = ("import sys, hybench.orchestrator.cli, hybench.workers.store, hybench.queries.store_tables; "
+             "print(sorted(name for name in ('torch', 'ray') if name in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

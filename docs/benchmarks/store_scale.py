@@ -50,7 +50,7 @@ def timed(argv: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--jobs", type=int, default=10000, help="jobs in the synthetic store (when it is built)")
     parser.add_argument("--store", default="/tmp/hybench-scale-store", help="built here unless it holds results")
     args = parser.parse_args()
     if not os.path.isdir(os.path.join(args.store, "jobs")):
