@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # available locally; on a GPU machine pip's default torch wheel is the CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test soak clean
+.PHONY: install demo test test-tools soak clean
 
 # PYTHONWARNINGS drops setuptools' notice that every editable install prints (not a problem).
 $(BIN)/.installed: pyproject.toml
@@ -22,8 +22,18 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/hybench sweep
 
-test: install
+test: install test-tools
 	$(BIN)/python -m pytest -q
+
+# tests/test_ray_up_ssh.py runs `ray up` over SSH: it needs sshd and rsync. Installed here where they are
+# missing and this runs as root with apt-get (Debian, Ubuntu); anywhere else that test is skipped, saying why.
+test-tools:
+	@if ! { [ -x /usr/sbin/sshd ] && command -v rsync; } >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing openssh-server and rsync (apt-get) for the ray up test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    openssh-server rsync; } >/dev/null 2>&1 || echo "could not install them: the ray up test will be skipped"; \
+	fi
 
 # The long chaos and fuzzing runs (minutes), with the figures they print.
 soak: install

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -124,15 +125,46 @@ def deterministic(results: str) -> dict[str, tuple]:
             for row in table_rows(results, "jobs")}
 
 
+HEAD_PORT_FLAGS = ("--port", "--dashboard-port", "--node-manager-port", "--object-manager-port",
+                   "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+                   "--metrics-export-port", "--ray-client-server-port")
+
+
+def free_ports(count: int) -> list[int]:
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def private_head_flags(temp_dir: str) -> tuple[dict[str, int], list[str]]:
+    """`ray start --head` flags (after --head) for a head that shares nothing with another Ray of the
+    machine: on 127.0.0.1, a free port for each of its servers, its own temp dir (keep the path short:
+    Ray's socket paths have a length limit). Returns the ports by flag and the flags."""
+    ports = dict(zip(HEAD_PORT_FLAGS, free_ports(len(HEAD_PORT_FLAGS))))
+    flags = ["--node-ip-address", "127.0.0.1", "--include-dashboard", "true", "--temp-dir", temp_dir,
+             "--num-cpus", "2", "--disable-usage-stats"]
+    for flag, port in ports.items():
+        flags += [flag, str(port)]
+    return ports, flags
+
+
+def processes_naming(text: str) -> list:
+    """The processes (psutil) whose command line contains `text`, this one excepted."""
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"])
+            if text in " ".join(p.info["cmdline"] or ()) and p.pid != os.getpid()]
+
+
 def stop_ray_started_in(temp_dir: str, grace: float = 10) -> None:
     """`ray stop` for one `ray start`: ends the processes whose command line names `temp_dir`, with
     their children (workers, agents), and leaves every other Ray on the machine alone."""
     import psutil
 
-    roots = [p for p in psutil.process_iter(["cmdline"])
-             if temp_dir in " ".join(p.info["cmdline"] or ()) and p.pid != os.getpid()]
     procs = {}
-    for root in roots:
+    for root in processes_naming(temp_dir):
         try:
             procs |= {p.pid: p for p in (root, *root.children(recursive=True))}
         except psutil.NoSuchProcess:

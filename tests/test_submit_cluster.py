@@ -3,43 +3,27 @@
 Neither command is on PATH, as after `make demo` without activating the venv."""
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 
 import pytest
-from ray_helpers import TINY_ARGS, job_files, stop_ray_started_in, sweep_env, table_rows, tiny_specs
+from ray_helpers import (TINY_ARGS, job_files, private_head_flags, stop_ray_started_in, sweep_env, table_rows,
+                         tiny_specs)
 
 BIN = os.path.dirname(sys.executable)
-PORT_FLAGS = ("--port", "--dashboard-port", "--node-manager-port", "--object-manager-port",
-              "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-              "--metrics-export-port", "--ray-client-server-port")
-
-
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
 
 
 @pytest.fixture
 def ray_head():
-    """A head on loopback, private in every port and its temp dir (short: Ray's socket paths have a
-    length limit); yields the job server's URL and the environment, then stops exactly that head."""
+    """A head on loopback, private in every port and its temp dir; yields the job server's URL and the
+    environment, then stops exactly that head."""
     temp_dir = tempfile.mkdtemp(prefix="hyb-ray-", dir="/tmp")
     env = sweep_env() | {"PATH": "/usr/bin:/bin"}  # neither `ray` nor `hybench` on PATH
-    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS))))
-    command = [os.path.join(BIN, "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
-               "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--temp-dir", temp_dir,
-               "--num-cpus", "2", "--disable-usage-stats"]
-    for flag, port in ports.items():
-        command += [flag, str(port)]
+    ports, flags = private_head_flags(temp_dir)
+    command = [os.path.join(BIN, "ray"), "start", "--head", "--dashboard-host", "127.0.0.1", *flags]
     try:
         started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert started.returncode == 0, started.stdout + started.stderr
