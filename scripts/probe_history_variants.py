@@ -9,8 +9,11 @@ between the window and the history (LoLCATs): y_t = (sum_win exp(q.k/sqrt(D)) v 
 `softmax` / `hedgehog` (softmax of a learned identity-initialised map, Hedgehog adds softmax(-Wx)),
 `performer` (learned positive random features, unbiased for exp(q.k/sqrt(D)) at init), `exact`
 (exp(q.k/sqrt(D)) itself: no fixed-size state, the ceiling a feature map approximates). Trains only
-the branch on layer-wise distillation (`layer`), the full model's next-token distribution (`kl`) or
-the next-token loss (`task`), then prints top-1 recall on the repeated block in window and at 2W.
+the branch (dt, A, gate, feature maps, log scale s_h) on layer-wise output distillation (`layer`),
+Hedgehog's attention-weight cross-entropy against full attention (`attn`, norm only), the full
+model's next-token distribution (`kl`) or the next-token loss (`task`), then prints top-1 recall on
+the repeated block in window (0.25W) and at 2W, and (norm) where layer weights go at 2W.
+docs/calibration.md records the rows.
 """
 import argparse
 import math
@@ -52,9 +55,7 @@ class FMBranch(nn.Module):
             return torch.cat([torch.softmax(z, -1), torch.softmax(-z, -1)], -1)
         if self.fmap == "performer":  # exp(w.x - |x|^2/2)/sqrt(F): unbiased for exp(q.k) at init
             return torch.exp(z - x.pow(2).sum(-1, keepdim=True) / 2) / math.sqrt(z.shape[-1])
-        if self.fmap == "exp":
-            return torch.exp(z - z.detach().amax(-1, keepdim=True))
-        raise ValueError
+        raise ValueError(f"unknown feature map {self.fmap!r}")
 
 def layer_out(attn, br, h, q, k, v, W, variant, weights=False):
     """The layer's output after o_proj; with `weights` (norm only) also its weights over keys [B, H, T, J]."""
@@ -134,14 +135,21 @@ def report_weights(model, brs, W, variant):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variant", default="norm"); ap.add_argument("--fmap", default="softmax")
-    ap.add_argument("--feat", type=int, default=32); ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--loss", default="layer"); ap.add_argument("--lr", type=float, default=3e-2)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--variant", default="norm", choices=("plain", "norm", "sepnorm"),
+                    help="combination rule of window and history (see above)")
+    ap.add_argument("--fmap", default="softmax", choices=("softmax", "hedgehog", "performer", "exact"),
+                    help="feature map phi of the norm/sepnorm history kernel")
+    ap.add_argument("--feat", type=int, default=32, help="feature dimension F of phi")
+    ap.add_argument("--steps", type=int, default=100, help="Adam steps (each on a fresh batch)")
+    ap.add_argument("--loss", default="layer", choices=("layer", "attn", "kl", "task"), help="training loss")
+    ap.add_argument("--lr", type=float, default=3e-2, help="Adam learning rate")
+    ap.add_argument("--batch", type=int, default=8, help="sequences of 256 tokens per step")
     ap.add_argument("--only-layer", type=int, default=None, help="score with the variant in this layer only, the others sliding")
     ap.add_argument("--scale-init", type=float, default=0.0, help="initial log scale s_h of the history kernel")
-    ap.add_argument("--init", default="open", help="open: no decay, dt ~ 1; seeded: the engine's seeded dt/A")
+    ap.add_argument("--init", default="open", choices=("open", "seeded"), help="open: no decay, dt ~ 1; seeded: the engine's seeded dt/A")
     a = ap.parse_args()
+    if a.loss == "attn" and a.variant != "norm":
+        ap.error("--loss attn needs --variant norm (the weights it compares are the shared normaliser's)")
     torch.manual_seed(0); torch.set_num_threads(1)
     W = TRAINED_PRESET_WINDOWS["tiny-recall"]
     model = build_model(resolve_model("tiny-recall"), torch.device("cpu"), torch.float32, 257, seed=0)
@@ -181,9 +189,10 @@ def main():
                 tl = forward_logits(model, brs, ids, W, a.variant, full=True).log_softmax(-1)
             sl = forward_logits(model, brs, ids, W, a.variant).log_softmax(-1)
             loss = F.kl_div(sl[:, W:], tl[:, W:], log_target=True, reduction="batchmean") / (ids.shape[1] - W)
-        else:  # task CE
+        elif a.loss == "task":
             lg = forward_logits(model, brs, ids, W, a.variant)
             loss = F.cross_entropy(lg[:, W:-1].flatten(0, 1), ids[:, W + 1:].flatten())
+
         opt.zero_grad(); loss.backward(); opt.step(); curve.append(loss.item())
         if step % 20 == 0: print(step, f"{loss.item():.4f}", f"{time.monotonic()-t0:.0f}s", flush=True)
     wall = time.monotonic() - t0
