@@ -27,8 +27,9 @@ from hybench.engine.model_config import TRAINED_PRESET_WINDOWS
 from hybench.workers.recall import distance_tokens, recall_sequence
 
 class FMBranch(nn.Module):
-    def __init__(self, base, heads, kv, dim, feat, fmap):
+    def __init__(self, base, heads, kv, dim, feat, fmap, prerope=False):
         super().__init__()
+        self.prerope = prerope
         self.base = base  # dt_proj, dt_bias, A_log
         self.fmap = fmap
         eye = torch.zeros(feat, dim); eye[:min(feat, dim), :min(feat, dim)] = torch.eye(min(feat, dim))
@@ -83,7 +84,13 @@ def layer_out(attn, br, h, q, k, v, W, variant, weights=False):
     if br.fmap == "exact":
         kern = torch.exp(torch.einsum("bthd,bjhd->bhtj", q, k) * attn.scale)
     else:
-        fq, fk = br.phi(q, br.wq), br.phi(k, br.wk)
+        if br.prerope:  # phi of q and k before RoPE: content only, the same at every distance
+            raw = attn.qkv_proj(h)
+            rq, rk = raw[..., :attn.q_size], raw[..., attn.q_size:attn.q_size + attn.kv_size]
+            fq = br.phi(rq.unflatten(-1, (-1, attn.head_dim)), br.wq)
+            fk = br.phi(rk.unflatten(-1, (-1, attn.head_dim)), br.wk)
+        else:
+            fq, fk = br.phi(q, br.wq), br.phi(k, br.wk)
         kern = torch.einsum("bthf,bjhf->bhtj", fq, fk)
     a = kern * w * hist * torch.exp(br.log_scale)[None, :, None, None]
     if variant == "norm":  # window and history share one normaliser
@@ -144,6 +151,7 @@ def main():
     ap.add_argument("--loss", default="layer", choices=("layer", "attn", "kl", "task"), help="training loss")
     ap.add_argument("--lr", type=float, default=3e-2, help="Adam learning rate")
     ap.add_argument("--batch", type=int, default=8, help="sequences of 256 tokens per step")
+    ap.add_argument("--prerope", action="store_true", help="feature maps read q and k before RoPE")
     ap.add_argument("--only-layer", type=int, default=None, help="score with the variant in this layer only, the others sliding")
     ap.add_argument("--scale-init", type=float, default=0.0, help="initial log scale s_h of the history kernel")
     ap.add_argument("--init", default="open", choices=("open", "seeded"), help="open: no decay, dt ~ 1; seeded: the engine's seeded dt/A")
@@ -155,7 +163,7 @@ def main():
     model = build_model(resolve_model("tiny-recall"), torch.device("cpu"), torch.float32, 257, seed=0)
     for p in model.parameters(): p.requires_grad_(False)
     c = model.config
-    brs = [FMBranch(b, c.num_heads, c.num_kv_heads, c.head_dim, a.feat, a.fmap) for b in seeded_branches(model, 0)]
+    brs = [FMBranch(b, c.num_heads, c.num_kv_heads, c.head_dim, a.feat, a.fmap, a.prerope) for b in seeded_branches(model, 0)]
     for b in brs:
         b.log_scale.data.fill_(a.scale_init)
         if a.init == "open":
