@@ -19,20 +19,27 @@ import argparse
 import math
 import time
 
-import torch, torch.nn.functional as F
+import torch
+import torch.nn.functional as F
 from torch import nn
+
 from hybench.engine import build_model, resolve_model
 from hybench.engine.calibration import CalibrationSpec, calibration_batch, teacher_layers, _qkv, seeded_branches
 from hybench.engine.model_config import TRAINED_PRESET_WINDOWS
 from hybench.workers.recall import distance_tokens, recall_sequence
 
+
 class FMBranch(nn.Module):
+    """A variant's history parameters: the engine branch's dt/A/gate plus feature maps W_q, W_k
+    ([heads, F, D], identity-initialised; random for performer) and a log scale s_h per head."""
+
     def __init__(self, base, heads, kv, dim, feat, fmap, prerope=False):
         super().__init__()
         self.prerope = prerope
         self.base = base  # dt_proj, dt_bias, A_log
         self.fmap = fmap
-        eye = torch.zeros(feat, dim); eye[:min(feat, dim), :min(feat, dim)] = torch.eye(min(feat, dim))
+        eye = torch.zeros(feat, dim)
+        eye[:min(feat, dim), :min(feat, dim)] = torch.eye(min(feat, dim))
         if feat > dim:
             eye[dim:] = torch.randn(feat - dim, dim) / math.sqrt(dim)
         self.wq = nn.Parameter(eye.repeat(heads, 1, 1).clone())
@@ -41,11 +48,13 @@ class FMBranch(nn.Module):
         if fmap == "performer":
             self.wq = nn.Parameter(torch.randn(heads, feat, dim))
             self.wk = nn.Parameter(self.wq.detach()[:kv].clone())
+
     def open_history(self):
         with torch.no_grad():  # no decay, dt ~ 1: the history starts as (approximate) far attention
             self.base.A_log.fill_(-10.0)
             self.base.dt_bias.fill_(0.5413)  # softplus^-1(1)
             self.base.dt_proj.weight.zero_()
+
     def phi(self, x, w):  # x [B,L,H,D] w [H,F,D]
         if self.fmap == "performer":
             x = x * x.shape[-1] ** -0.25
@@ -57,6 +66,7 @@ class FMBranch(nn.Module):
         if self.fmap == "performer":  # exp(w.x - |x|^2/2)/sqrt(F): unbiased for exp(q.k) at init
             return torch.exp(z - x.pow(2).sum(-1, keepdim=True) / 2) / math.sqrt(z.shape[-1])
         raise ValueError(f"unknown feature map {self.fmap!r}")
+
 
 def layer_out(attn, br, h, q, k, v, W, variant, weights=False):
     """The layer's output after o_proj; with `weights` (norm only) also its weights over keys [B, H, T, J]."""
@@ -158,10 +168,12 @@ def main():
     a = ap.parse_args()
     if a.loss == "attn" and a.variant != "norm":
         ap.error("--loss attn needs --variant norm (the weights it compares are the shared normaliser's)")
-    torch.manual_seed(0); torch.set_num_threads(1)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
     W = TRAINED_PRESET_WINDOWS["tiny-recall"]
     model = build_model(resolve_model("tiny-recall"), torch.device("cpu"), torch.float32, 257, seed=0)
-    for p in model.parameters(): p.requires_grad_(False)
+    for p in model.parameters():
+        p.requires_grad_(False)
     c = model.config
     brs = [FMBranch(b, c.num_heads, c.num_kv_heads, c.head_dim, a.feat, a.fmap, a.prerope) for b in seeded_branches(model, 0)]
     for b in brs:
@@ -169,11 +181,13 @@ def main():
         if a.init == "open":
             b.open_history()
     params = [p for b in brs for p in b.parameters()]
-    for p in params: p.requires_grad_(True)
+    for p in params:
+        p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=a.lr)
     spec = CalibrationSpec(window=W, batch=a.batch)
     g = torch.Generator().manual_seed(0)
-    t0 = time.monotonic(); curve = []
+    t0 = time.monotonic()
+    curve = []
     for step in range(a.steps):
         ids = calibration_batch(c.vocab_size, spec, g)
         if a.loss == "layer":
@@ -200,9 +214,12 @@ def main():
         elif a.loss == "task":
             lg = forward_logits(model, brs, ids, W, a.variant)
             loss = F.cross_entropy(lg[:, W:-1].flatten(0, 1), ids[:, W + 1:].flatten())
-
-        opt.zero_grad(); loss.backward(); opt.step(); curve.append(loss.item())
-        if step % 20 == 0: print(step, f"{loss.item():.4f}", f"{time.monotonic()-t0:.0f}s", flush=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        curve.append(loss.item())
+        if step % 20 == 0:
+            print(step, f"{loss.item():.4f}", f"{time.monotonic() - t0:.0f}s", flush=True)
     wall = time.monotonic() - t0
     with torch.no_grad():
         res = {}
