@@ -168,15 +168,16 @@ def expand(settings: dict[str, Any]) -> list[JobSpec]:
     """The cartesian product of the job fields, in a stable order, without duplicates.
 
     `full` attends to every token, so the window does not change what it measures: it runs once per
-    cell, under the first window listed, instead of once per window. The Hugging Face peer runs the
-    `full` config only, so its sliding and hybrid combinations are left out.
+    cell, under the first window listed, instead of once per window (quality jobs of `full` measure
+    their position buckets and recall distances in units of that window). The Hugging Face peer runs
+    the `full` config's throughput jobs only, so its other combinations are left out.
     """
     fields = {name: settings[name] if isinstance(settings[name], tuple) else (settings[name],)
               for name in JOB_FIELDS}
     specs: dict[str, JobSpec] = {}
     for combo in itertools.product(*fields.values()):
         values = dict(zip(fields, combo))
-        if values["engine"] == "hf" and values["config"] != "full":
+        if values["engine"] == "hf" and (values["config"] != "full" or values["task"] != "throughput"):
             continue
         if values["config"] == "full":
             values["window"] = fields["window"][0]

@@ -33,7 +33,8 @@ def _write_job(store: ResultStore, config: str, input_len: int, *, legacy: bool 
     jobs = to_table("jobs", [key | {"job_id": job_id, "status": "ok"}])
     if not legacy:
         iterations = to_table("iterations", [key | {"job_id": job_id, "iteration": 0}])
-        store.write_result(key, job_id, {"requests": requests, "iterations": iterations, "jobs": jobs})
+        store.write_result(key, job_id, {"requests": requests, "iterations": iterations,
+                                         "quality": to_table("quality", []), "jobs": jobs})
         return
     for table, data in (("requests", requests), ("jobs", jobs)):  # as older versions wrote: columns kept
         path = store.job_path(table, key, job_id)
