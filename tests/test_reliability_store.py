@@ -246,5 +246,5 @@ def test_hostile_partition_values_stay_inside_the_store(tmp_path, model):
     partition = PARTITION | {"model": model, "config": "../x"}
     store.write_result(partition, JOB, _tables("x"))
     files = _files(tmp_path)
-    assert len(files) == 3 and all(f.startswith("store/") and f.count("/") == 5 for f in files), files
+    assert len(files) == 4 and all(f.startswith("store/") and f.count("/") == 5 for f in files), files
     assert store.completed_job_ids() == {JOB}

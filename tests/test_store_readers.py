@@ -56,7 +56,7 @@ def _keys(rows) -> list[tuple]:
 
 def test_files_hold_no_partition_columns_and_paths_percent_encode_the_model(results):
     paths = [os.path.join(d, f) for d, _, names in os.walk(results) for f in names]
-    assert len(paths) == 3 * len(JOBS)
+    assert len(paths) == 4 * len(JOBS)  # requests, iterations, quality, jobs
     for path in paths:
         assert "model=meta-llama%2FLlama-3.2-1B" in path
         assert not {"model", "config", "input_len"} & set(pq.read_schema(path).names)
