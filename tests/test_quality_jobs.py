@@ -125,6 +125,9 @@ def test_job_ids(tmp_path, monkeypatch):
     calibrated = JobSpec("tiny-llama", "hybrid", 256, 512, 16, 4, history_weights=weights)
     other = JobSpec("tiny-llama", "hybrid", 256, 512, 16, 4, history_weights=HistoryWeightsRef("x", "b" * 12, 256))
     assert len({seeded.job_id, calibrated.job_id, other.job_id}) == 3
+    # a quality job ignores what only generation and arrivals use: it is one job, not one per setting
+    assert JobSpec("tiny-llama", "full", 256, 512, 64, 4, task="recall", num_benchmark_iters=3,
+                   request_rate=2.0).job_id == recall.job_id
 
 
 @pytest.fixture(scope="module")

@@ -81,8 +81,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     check_weights(resolved)  # a truncated or mismatched checkpoint stops here, before anything is written
     config = resolved.config
     device = resolve_device(spec.device)
-    # A quality job scores its input and samples one token after it (engine/scoring.py).
-    output_len = spec.output_len if spec.task == "throughput" else 1
+    output_len = spec.output_len  # 1 for a quality job: scoring samples one token after its input
     needed = spec.input_len + output_len
     if needed > config.max_position_embeddings:
         raise EngineConfigError(

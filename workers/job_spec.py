@@ -28,6 +28,9 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
 TASKS = ("throughput", "perplexity", "recall")  # throughput: the benchmark; the others: quality jobs
 QUALITY_TASKS = TASKS[1:]
+# The throughput settings a quality job does not use, at the values its row records.
+_QUALITY_IGNORES = {"output_len": 1, "num_warmup_iters": 0, "num_benchmark_iters": 1, "temperature": 0.0,
+                    "top_p": 1.0, "request_rate": math.inf, "concurrency_limit": None}
 
 
 def project_version() -> str:
@@ -49,8 +52,9 @@ class JobSpec:
     its sha256 of the token ids is what defines the job (so editing the file makes a new job); so do
     `eval_text` (the hash of its bytes) and `history_weights` (the hash of its tensors). A setting that
     does not apply to a job is dropped from it (`dataset` outside throughput, `eval_text` outside
-    perplexity, `history_weights` outside hybrid), so a sweep over several tasks or configs does not
-    make ids differ by what they ignore. `task`, `eval_text` and `history_weights` enter the id only when
+    perplexity, `history_weights` outside hybrid, and a quality job's output length, iterations,
+    sampling and arrival schedule), so a sweep over several tasks or configs does not make ids differ by
+    what they ignore. `task`, `eval_text` and `history_weights` enter the id only when
     set, so throughput jobs keep the ids they had before quality jobs existed."""
 
     model: str
@@ -92,6 +96,9 @@ class JobSpec:
                               ("history_weights", self.config == "hybrid")):
             if not applies:
                 object.__setattr__(self, name, None)
+        if self.task in QUALITY_TASKS:  # a quality job scores its inputs once: no generation, no schedule
+            for name, value in _QUALITY_IGNORES.items():
+                object.__setattr__(self, name, value)
         problems = []
         if self.task not in TASKS:
             problems.append(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
