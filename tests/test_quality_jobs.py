@@ -235,3 +235,18 @@ def test_shipped_queries_by_the_numbers(checkpoint, tmp_path):
 
 def _nll(row: dict) -> float:
     return row["nll_sum"] / row["tokens"]
+
+
+def test_tasks_fan_out_in_sweeps_and_sweep_files(tmp_path, recall_weights):
+    from hybench.orchestrator.sweep import expand, resolve
+
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(f"models: tiny-recall\nconfigs: [full, hybrid]\nwindows: 32\ninput_lengths: [128, 256]\n"
+                          f"tasks: [throughput, recall]\nengines: [hybrid, hf]\nhistory_weights: {recall_weights}\n")
+    specs = expand(resolve({}, str(sweep_file)))
+    cells = sorted((s.engine, s.config, s.task, s.input_len) for s in specs)
+    assert cells == sorted([(engine, config, task, n) for config in ("full", "hybrid") for task in ("throughput", "recall")
+                            for n in (128, 256) for engine in ("hybrid", "hf")
+                            if engine == "hybrid" or (config == "full" and task == "throughput")])
+    assert {s.history_weights.sha for s in specs if s.config == "hybrid"} == {HistoryWeightsRef.open(recall_weights).sha}
+    assert all(s.history_weights is None for s in specs if s.config == "full")
