@@ -5,9 +5,9 @@ submits its prompts on the job's arrival schedule (arrivals.py; by default every
 offline, as the original suite) and runs them to completion. Per-request records go to the `requests`
 table, one summary row to `jobs` (written last, so it marks the job complete). A quality job
 (--task perplexity | recall) scores its task's sequences once instead (quality_job.py, with one module
-per task) into the `quality` table; every attempt writes every table, empty ones too. A job that does not fit in memory is an
-`oom` row; any other failure inside the job is an `error` row; both keep the worker alive for the
-next job.
+per task) into the `quality` table; every attempt writes every table, empty ones too. A job that does
+not fit in memory is an `oom` row; any other failure inside the job is an `error` row; both keep the
+worker alive for the next job.
 """
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ from hybench.engine import (
     resolve_dtype,
     resolve_model,
 )
+from hybench.engine.calibration import CalibrationError, check_history_weights, model_hash, read_history_weights
 from hybench.engine.llama import LlamaForCausalLM
 from hybench.engine.loader import check_weights
-from hybench.engine.calibration import CalibrationError, check_history_weights, model_hash, read_history_weights
 from hybench.engine.memory import GIB, SequenceMemory, check_fits
 from hybench.workers import device_info
 from hybench.workers.arrivals import OFFLINE, arrival_offsets_ns, run_schedule
@@ -81,15 +81,14 @@ def prepare(spec: JobSpec) -> PreparedJob:
     check_weights(resolved)  # a truncated or mismatched checkpoint stops here, before anything is written
     config = resolved.config
     device = resolve_device(spec.device)
-    output_len = spec.output_len  # 1 for a quality job: scoring samples one token after its input
-    needed = spec.input_len + output_len
+    needed = spec.input_len + spec.output_len  # a quality job's output_len is 1: scoring samples one token
     if needed > config.max_position_embeddings:
         raise EngineConfigError(
-            f"input length {spec.input_len} + output length {output_len} exceeds the "
+            f"input length {spec.input_len} + output length {spec.output_len} exceeds the "
             f"{config.max_position_embeddings} positions {spec.model} supports")
     if spec.max_model_len is not None and needed > spec.max_model_len:
         raise EngineConfigError(
-            f"input length {spec.input_len} + output length {output_len} exceeds --max-model-len "
+            f"input length {spec.input_len} + output length {spec.output_len} exceeds --max-model-len "
             f"{spec.max_model_len}")
     if spec.engine == "hf" and spec.config != "full":
         raise EngineConfigError("--engine hf (Hugging Face generate) runs the full config only")
