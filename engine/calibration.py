@@ -69,6 +69,28 @@ class HistoryWeights:
         return digest.hexdigest()[:12]
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryWeightsRef:
+    """A job's history weights: where to read them, their content hash (part of the job id, and of the
+    jobs row's `ssm_init`) and the window they were calibrated for."""
+
+    path: str
+    sha: str
+    window: int
+
+    @classmethod
+    def open(cls, path: str) -> HistoryWeightsRef:
+        weights = read_history_weights(path)
+        return cls(path, weights.sha, weights.window)
+
+    def load(self, model: LlamaForCausalLM, window: int) -> HistoryWeights:
+        """The weights, refused for another model or window, or when the file changed since the job was defined."""
+        weights = load_history_weights(self.path, model, window)
+        if weights.sha != self.sha:
+            raise CalibrationError(f"--history-weights {self.path}: the file changed since the job was defined")
+        return weights
+
+
 def model_hash(model: LlamaForCausalLM) -> str:
     """sha256 of the model's config (its name aside: the same weights under another path are the same
     model) and of every base weight; the history branch is not part of it."""
@@ -248,8 +270,8 @@ def save_history_weights(weights: HistoryWeights, path: str) -> None:
         "steps": str(weights.steps), "final_loss": repr(weights.final_loss)})
 
 
-def load_history_weights(path: str, model: LlamaForCausalLM, window: int) -> HistoryWeights:
-    """Read history weights, refusing a file made for another model or window."""
+def read_history_weights(path: str) -> HistoryWeights:
+    """Read a history-weights file made by `hybench calibrate`, for no model in particular."""
     try:
         tensors = load_file(path)
         with safe_open(path, "pt") as handle:
@@ -258,14 +280,24 @@ def load_history_weights(path: str, model: LlamaForCausalLM, window: int) -> His
         raise CalibrationError(f"--history-weights {path}: cannot read it as safetensors ({exc})") from None
     if meta.get("format") != "hybench-history" or not {"model_hash", "window", "steps", "final_loss"} <= meta.keys():
         raise CalibrationError(f"--history-weights {path}: not a hybench history-weights file (made by hybench calibrate)")
-    weights = HistoryWeights(tensors, meta["model_hash"], int(meta["window"]), int(meta["steps"]),
-                             float(meta["final_loss"]))
-    if weights.model_hash != model_hash(model):
-        raise CalibrationError(f"--history-weights {path}: calibrated for another model (hash "
-                               f"{weights.model_hash[:12]}), not {model.config.name} ({model_hash(model)[:12]})")
+    return HistoryWeights(tensors, meta["model_hash"], int(meta["window"]), int(meta["steps"]),
+                          float(meta["final_loss"]))
+
+
+def check_history_weights(weights: HistoryWeights, path: str, model: LlamaForCausalLM | None, window: int) -> None:
+    """Refuse weights calibrated for another window, or (given the model) another model."""
     if weights.window != window:
         raise CalibrationError(f"--history-weights {path}: calibrated for window {weights.window}, "
                                f"the window asked is {window}")
+    if model is not None and weights.model_hash != model_hash(model):
+        raise CalibrationError(f"--history-weights {path}: calibrated for another model (hash "
+                               f"{weights.model_hash[:12]}), not {model.config.name} ({model_hash(model)[:12]})")
+
+
+def load_history_weights(path: str, model: LlamaForCausalLM, window: int) -> HistoryWeights:
+    """Read history weights, refusing a file made for another model or window."""
+    weights = read_history_weights(path)
+    check_history_weights(weights, path, model, window)
     return weights
 
 

@@ -78,6 +78,10 @@ def format_table(rows: list[dict]) -> str:
         if r["status"] != "ok":
             lines.append(f"{name:<18} {r['input_len']:>9} {r['status'].upper():>14}  {r['error'].splitlines()[0]}")
             continue
+        if r.get("task", "throughput") != "throughput":
+            lines.append(f"{name:<18} {r['input_len']:>9} {r['scored_tok_s']:>10.1f} tok/s scored ({r['task']}: "
+                         f"mean NLL {r['nll_mean']:.3f}, top-1 {r['top1_accuracy']:.1%}; rows in the quality table)  ok")
+            continue
         kv_used = r.get("kv_used_gib")  # none for --engine hf: it has no KV pool of ours
         kv = f"{kv_used * 1024:>7.2f} MiB" if kv_used is not None else f"{'-':>11}"
         lines.append(

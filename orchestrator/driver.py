@@ -350,9 +350,13 @@ def _worker_shape(options: DriverOptions, jobs: int) -> tuple[int, float, int]:
 
 def _describe(spec: JobSpec, row: dict | None = None) -> str:
     job = (f"{spec.model} {spec.config:<7} W={spec.window:<5} in={spec.input_len:<5} out={spec.output_len:<4}"
-           f"{'' if spec.engine == 'hybrid' else ' engine=' + spec.engine} run {spec.repeat + 1}")
+           f"{'' if spec.engine == 'hybrid' else ' engine=' + spec.engine}"
+           f"{'' if spec.task == 'throughput' else ' task=' + spec.task} run {spec.repeat + 1}")
     if row is None:
         return job
+    if row["status"] == "ok" and spec.task != "throughput":
+        return (f"ok    {job} {row['scored_tok_s']:10.1f} tok/s scored, mean NLL {row['nll_mean']:.3f}, "
+                f"top-1 {row['top1_accuracy']:.1%} {row['elapsed_s']:7.2f} s")
     if row["status"] == "ok":
         return f"ok    {job} {row['throughput_tok_s']:10.1f} tok/s {row['elapsed_s']:7.2f} s"
     return f"{row['status']:<5} {job} {(row['error'] or '').splitlines()[0]}"

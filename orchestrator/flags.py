@@ -9,8 +9,10 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from hybench.engine.calibration import CalibrationError, HistoryWeightsRef
 from hybench.workers.datasets import DatasetError, DatasetRef
-from hybench.workers.job_spec import ATTENTION_CONFIGS, DTYPES, ENGINES, LOAD_FORMATS
+from hybench.workers.eval_text import EvalTextRef
+from hybench.workers.job_spec import ATTENTION_CONFIGS, DTYPES, ENGINES, LOAD_FORMATS, TASKS
 
 
 def _optional_int(text: str) -> int | None:
@@ -26,6 +28,22 @@ def _dataset(path: str) -> DatasetRef:
     try:
         return DatasetRef.open(path)
     except DatasetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _eval_text(path: str) -> EvalTextRef:
+    """Read, hash and parse the text as the flag is parsed (tokenizing waits for the job's model)."""
+    try:
+        return EvalTextRef.open(path)
+    except DatasetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _history_weights(path: str) -> HistoryWeightsRef:
+    """Read and hash the weights as the flag is parsed; their model and window are checked per job."""
+    try:
+        return HistoryWeightsRef.open(path)
+    except CalibrationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -116,6 +134,19 @@ FLAGS: tuple[Flag, ...] = (
          "sliding, ring + SSM state for hybrid", is_switch=True),
     Flag("trust_remote_code", "--trust-remote-code", _bool, False,
          "let --engine hf run a checkpoint's own Python code (never done otherwise)", is_switch=True),
+    Flag("task", "--task", str, "throughput",
+         "what a job measures: throughput (the benchmark: speed, latency, memory), perplexity (teacher-forced "
+         "NLL of --eval-text per position bucket [0,W), [W,2W), [2W,4W), ...) or recall (NLL and top-1 accuracy "
+         "of a random block repeated 0.5W, W, 2W, 4W later; no data or tokenizer needed); quality jobs write "
+         "the quality table", choices=TASKS, sweep_name="--tasks"),
+    Flag("eval_text", "--eval-text", _eval_text, None,
+         "text that --task perplexity scores: .txt, .jsonl (a text field per line) or Parquet (a text column), "
+         "tokenized with the model's tokenizer and cut into --num-prompts sequences of each input length; the "
+         "file's sha256 is part of the job id", metavar="FILE"),
+    Flag("history_weights", "--history-weights", _history_weights, None,
+         "history-branch weights from `hybench calibrate` for hybrid jobs (refused for another model or "
+         "window); jobs rows say ssm_init calibrated:<sha>, else seeded; the hash is part of the job id",
+         metavar="FILE"),
     Flag("device", "--device", str, "auto", "cuda, cuda:N or cpu; auto = cuda when available"),
 )
 

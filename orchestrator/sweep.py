@@ -60,7 +60,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption("repeats", int, 3, "times each job runs, as separate jobs in rounds (every job once, then every "
               "job again, ...), so that a cell's 95%% interval holds the variation between jobs (machine load, "
               "process state), not only between the iterations of one job; 1 = one job per cell, whose interval "
-              "comes from its iterations alone", "N"),
+              "comes from its iterations alone (quality jobs score fixed sequences and run once)", "N"),
     RunOption("results", str, "results", "results store every worker writes to: a folder (shared by all "
               "nodes of a cluster) or a pyarrow filesystem URI such as s3://bucket/path", "DIR_OR_URI"),
     RunOption("address", str, None, "Ray cluster to run on: auto (the cluster this machine is part of, or the "
@@ -171,12 +171,13 @@ def resolve(given: dict[str, Any], sweep_file: str | None) -> dict[str, Any]:
 
 
 def expand(settings: dict[str, Any]) -> list[JobSpec]:
-    """The cartesian product of the job fields, in a stable order, without duplicates, `repeats` times
-    (round by round: every job's first run, then every job's second run, ...).
+    """The cartesian product of the job fields, in a stable order, without duplicates; throughput jobs
+    `repeats` times (round by round: every job's first run, then every job's second run, ...).
 
     `full` attends to every token, so the window does not change what it measures: it runs once per
-    cell, under the first window listed, instead of once per window. The Hugging Face peer runs the
-    `full` config only, so its sliding and hybrid combinations are left out.
+    cell, under the first window listed, instead of once per window (quality jobs of `full` measure
+    their position buckets and recall distances in units of that window). The Hugging Face peer runs
+    the `full` config's throughput jobs only, so its other combinations are left out.
     """
     fields = {name: settings[name] if isinstance(settings[name], tuple) else (settings[name],)
               for name in JOB_FIELDS}
@@ -186,7 +187,7 @@ def expand(settings: dict[str, Any]) -> list[JobSpec]:
     specs: dict[str, JobSpec] = {}
     for combo in itertools.product(*fields.values()):
         values = dict(zip(fields, combo))
-        if values["engine"] == "hf" and values["config"] != "full":
+        if values["engine"] == "hf" and (values["config"] != "full" or values["task"] != "throughput"):
             continue
         if values["config"] == "full":
             values["window"] = fields["window"][0]
@@ -196,8 +197,9 @@ def expand(settings: dict[str, Any]) -> list[JobSpec]:
             raise SweepError(with_flag_names(str(exc), plural=True)) from None
         specs.setdefault(spec.job_id, spec)
     sweep_id = settings["sweep_id"] or "sweep-" + hashlib.sha256(" ".join(sorted(specs)).encode()).hexdigest()[:8]
+    # Quality jobs score fixed sequences: a repeat would score the same tokens again, so they run once.
     return [dataclasses.replace(spec, sweep_id=sweep_id, repeat=repeat)
-            for repeat in range(repeats) for spec in specs.values()]
+            for repeat in range(repeats) for spec in specs.values() if repeat == 0 or spec.task == "throughput"]
 
 
 def window_notes(specs: list[JobSpec]) -> list[str]:

@@ -19,14 +19,14 @@ from hybench.workers.store import ResultStore
 
 def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "sweep", help="run model x config x window x input length (x engine) on Ray actors, one per GPU",
-        description="Expand the sweep into jobs (the cartesian product of every list), skip the jobs whose ok "
-        "result is already in the store, run the rest on Ray actors (one per GPU, or CPU actors where there is "
+        "sweep", help="run model x config x window x input length (x engine x task) on Ray actors, one per GPU",
+        description="Expand the sweep into jobs (the cartesian product of every list; --tasks adds quality jobs, "
+        "perplexity and recall, beside throughput ones), skip the jobs whose ok result is already in the store, run the rest on Ray actors (one per GPU, or CPU actors where there is "
         "no GPU), then write the report. With no arguments: a quick sweep of the tiny preset on this machine.",
     )
     parser.add_argument("sweep_file", nargs="?", metavar="SWEEP_FILE",
                         help="YAML file with the flags' names as keys (models, configs, windows, input_lengths, "
-                        "results, ...) and a value or a list each; flags given here override it")
+                        "tasks, eval_text, history_weights, results, ...) and a value or a list each; flags given here override it")
     add_sweep_arguments(parser)
     # Unset flags read as None so that a sweep file can fill them in; help still shows the defaults.
     parser.set_defaults(**dict.fromkeys(SETTINGS))

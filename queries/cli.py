@@ -11,10 +11,11 @@ from hybench.queries import catalog
 from hybench.queries.errors import QueryError
 from hybench.queries.formats import PLOT_FORMATS, QUERY_FORMATS
 
-_VIEWS_HELP = ("Views: requests (one row per request, warmup included: filter on warmup), jobs (one row per "
-               "job: status, memory, MBU/MFU, versions) and cells (every metric per model x engine x window x "
-               "output length x config x input length, warmup and failed jobs' requests left out). Quote the "
-               'column "window": it is an SQL keyword.')
+_VIEWS_HELP = ("Views: requests (one row per request, warmup included: filter on warmup), iterations (one row "
+               "per iteration), jobs (one row per job: task, status, memory, MBU/MFU, versions), quality (quality "
+               "jobs: NLL sums, tokens and top-1 hits per request and position bucket or recall distance) and cells "
+               "(every throughput metric per model x engine x window x output length x config x input length, "
+               "warmup and failed jobs' requests left out). Quote the column \"window\": it is an SQL keyword.")
 
 
 def _add_selection_flags(parser: argparse.ArgumentParser) -> None:

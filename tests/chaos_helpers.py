@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 
 from hybench.workers.job_spec import JobSpec
+from hybench.workers.recall import distances_that_fit
+from hybench.workers.recall_task import BLOCK_LEN
 from hybench.workers.store import TABLES, ResultStore
 
 CHAOS_SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chaos_site")
@@ -127,7 +129,8 @@ class WorkerKiller(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join()
+        if self.is_alive():
+            self.join()
 
 
 # -- the store --------------------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class Audit:
     unexpected: list[str] = field(default_factory=list)  # files of jobs not in the sweep
     temporary: list[str] = field(default_factory=list)  # leftover temporary or hidden files
     unreadable: list[str] = field(default_factory=list)
-    inconsistent: list[str] = field(default_factory=list)  # requests and jobs of different attempts
+    inconsistent: list[str] = field(default_factory=list)  # tables of one job written by different attempts
 
     @property
     def problems(self) -> dict[str, list]:
@@ -157,10 +160,19 @@ def _iterations(spec: JobSpec) -> int:
     return spec.num_warmup_iters + spec.num_benchmark_iters
 
 
+def _quality_rows(spec: JobSpec) -> int:
+    """Quality rows an ok job writes: one per request and recall distance (recall), none for throughput."""
+    if spec.task == "throughput":
+        return 0
+    assert spec.task == "recall", "the chaos sweeps run throughput and recall jobs"
+    return spec.num_prompts * len(distances_that_fit(spec.window, spec.input_len, BLOCK_LEN))
+
+
 def audit(results: str, specs: list[JobSpec], partial: bool = False) -> Audit:
-    """Check the store of a sweep: exactly one requests and one jobs file per job id (same attempt),
-    each readable, one jobs row naming the job, one requests row per request and iteration (none for a
-    failed job), no files of other jobs, no temporary files. `partial`: a sweep that was stopped, so
+    """Check the store of a sweep: exactly one file of every table per job id (one attempt), each
+    readable, one jobs row naming the job, one requests row per request and iteration of a throughput
+    job, one quality row per request and distance of a recall job (none for a failed job), no files of
+    other jobs, no temporary files. `partial`: a sweep that was stopped, so
     jobs without any file are not lost (a job with files must still be whole)."""
     store = ResultStore(results)
     by_id = {spec.job_id: spec for spec in specs}
@@ -194,7 +206,7 @@ def audit(results: str, specs: list[JobSpec], partial: bool = False) -> Audit:
                     attempts[table] = (tables[table].schema.metadata or {}).get(b"hybench.attempt")
             except Exception:  # noqa: BLE001 - any failure to read is what this records
                 result.unreadable.append(paths[table][0])
-        if len(tables) < 2:
+        if len(tables) < len(TABLES):
             continue
         jobs_rows, request_rows = tables["jobs"].to_pylist(), tables["requests"].to_pylist()
         if len(jobs_rows) != 1 or jobs_rows[0]["job_id"] != job_id:
@@ -202,11 +214,18 @@ def audit(results: str, specs: list[JobSpec], partial: bool = False) -> Audit:
             continue
         status = jobs_rows[0]["status"]
         keys = [(r["iteration"], r["request_id"]) for r in request_rows]
-        want = spec.num_prompts * _iterations(spec) if status == "ok" else 0
+        want = spec.num_prompts * _iterations(spec) if status == "ok" and spec.task == "throughput" else 0
         if len(set(keys)) != len(keys) or len(keys) != want or any(r["job_id"] != job_id for r in request_rows):
             result.duplicated.append(job_id)
             continue
-        if attempts["jobs"] != attempts["requests"]:
+        quality_rows = tables["quality"].to_pylist()
+        quality_keys = {(r["request_id"], r["distance"]) for r in quality_rows}
+        want = _quality_rows(spec) if status == "ok" else 0
+        if len(quality_keys) != len(quality_rows) or len(quality_rows) != want \
+                or any(r["job_id"] != job_id for r in quality_rows):
+            result.duplicated.append(job_id)
+            continue
+        if len(set(attempts.values())) != 1:
             result.inconsistent.append(job_id)
             continue
         result.complete.add(job_id)

@@ -28,7 +28,7 @@ def test_bench_writes_every_table(tmp_path, capsys):
     assert "Hybrid (SSM+SW)" in printed and "tok/s" in printed
     files = _files(out)
     assert all(f.endswith(".parquet") for f in files)  # no temporary files left behind
-    assert len(files) == 6 and all("model=tiny-llama/config=hybrid/input_len=" in f for f in files)
+    assert len(files) == 8 and all("model=tiny-llama/config=hybrid/input_len=" in f for f in files)  # 2 jobs x 4 tables
 
     jobs = pq.read_table(out / "jobs").to_pylist()
     requests = pq.read_table(out / "requests").to_pylist()

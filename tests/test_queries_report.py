@@ -15,8 +15,8 @@ from hybench.queries.compare import compare_cells
 from hybench.queries.findings import data_notes
 from hybench.queries.plots import CONFIG_COLORS, draw_report_figures
 from hybench.queries.report import collect, write_report
-from hybench.queries.store_views import Selection, sides
-from hybench.workers.records import REQUESTS_SCHEMA, to_table
+from hybench.queries.store_views import Selection, open_views, sides
+from hybench.workers.records import REQUESTS_SCHEMA, result_tables, to_table
 from hybench.workers.store import ResultStore
 from queries_fixtures import (CONFIGS, LENGTHS, add_edge_cases, add_workload_variants, build_store, expected_cells,
                               expected_prefix_caching, synthetic)  # noqa: F401 - synthetic is a fixture
@@ -266,3 +266,30 @@ def test_report_of_100k_requests_takes_seconds(tmp_path):
     elapsed = time.perf_counter() - start
     assert "| 4096 | hybrid | ok |" in open(summary, encoding="utf-8").read()
     assert elapsed < 30, f"report of 100k requests took {elapsed:.1f} s"
+
+
+def test_quality_jobs_leave_the_throughput_report_as_it_was(tmp_path):
+    """Quality jobs (no requests, a quality table) in a throughput store: the same cells, and the same
+    summary apart from the environment's job count."""
+    synthetic = build_store(str(tmp_path / "store"))
+    before = open(write_report(synthetic.root, str(tmp_path / "before"), "svg"), encoding="utf-8").read()
+    with open_views(Selection(synthetic.root)) as views:
+        cells_before = views.table("SELECT * FROM cells ORDER BY ALL").to_pylist()
+    for config in ("full", "sliding", "hybrid"):
+        key = {"job_id": f"recall-{config}", "sweep_id": "s1", "model": synthetic.jobs[0]["model"], "config": config,
+               "window": synthetic.jobs[0]["window"], "engine": "hybrid", "input_len": LENGTHS[0], "output_len": 1}
+        quality = [key | {"task": "recall", "request_id": i, "distance": 8, "distance_w": 0.5, "tokens": 15,
+                          "nll_sum": 3.0, "correct": 10} for i in range(2)]
+        environment = {k: synthetic.jobs[0].get(k) for k in ("device_name", "driver_version", "torch_version",
+                                                             "ray_version", "project_version", "hostname", "started_at")}
+        job = key | environment | {"task": "recall", "status": "ok", "elapsed_s": 0.5, "scored_tok_s": 100.0, "nll_mean": 0.2}
+        ResultStore(synthetic.root).write_result(
+            {"model": key["model"], "config": config, "input_len": LENGTHS[0]}, key["job_id"],
+            result_tables([], [], [job], quality))
+    after = open(write_report(synthetic.root, str(tmp_path / "after"), "svg"), encoding="utf-8").read()
+    with open_views(Selection(synthetic.root)) as views:
+        assert views.table("SELECT * FROM cells ORDER BY ALL").to_pylist() == cells_before
+        assert views.table("SELECT count(*) AS n FROM quality").to_pylist() == [{"n": 6}]
+    assert len(before.splitlines()) == len(after.splitlines())
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(changed) == 1 and "| 9 |" in changed[0][0] and "| 12 |" in changed[0][1], changed  # environment

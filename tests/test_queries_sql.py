@@ -49,7 +49,8 @@ def _close(got, want) -> bool:
 
 def test_every_query_is_covered_by_a_test():
     assert set(catalog.names()) == set(_PROJECTIONS) | {"config_ratios", "totals", "failures", "environment",
-                                                          "prefix_caching"}
+                                                          "prefix_caching",
+                                                          "perplexity", "recall"}  # test_quality_jobs.py
 
 
 @pytest.mark.parametrize("name", _PROJECTIONS)

@@ -130,6 +130,34 @@ def test_killed_workers_and_a_lost_node_lose_no_job_and_count_none_twice(cluster
     assert_exactly_once(results, specs, {"ok": n})
 
 
+def test_killed_workers_leave_quality_rows_exactly_once(cluster, chaos, tmp_path):
+    """Recall jobs beside throughput jobs while actors are SIGKILLed, some inside a write: each job ends
+    with one quality file of the attempt that wrote its jobs row, holding each (request, distance) once."""
+    results = str(tmp_path / "results")
+    lengths = tuple(range(48, 112, 8))  # 40 tokens at least: a block of 16 twice and 0.5W of filler
+    specs = tiny_specs(input_len=lengths, output_len=(64,), task=("throughput", "recall"))
+    assert sum(s.task == "recall" for s in specs) == len(specs) // 2 == 3 * len(lengths)
+    args = [*CHAOS_ARGS, "--windows", "16", "--input-lengths", ",".join(map(str, lengths)), "--tasks",
+            "throughput,recall"]
+    chaos.set(write_delay_s=0.02)
+    proc = start_cli("sweep", *args, "--results", results, "--address", cluster.address, "--max-retries", "50")
+    store = ResultStore(results)
+    killer = WorkerKiller(cluster, seed=11, interval=(0.8, 2.0), max_kills=6)
+    try:
+        wait_until(lambda: len(store.completed_job_ids()) >= 3, 120, proc)
+        killer.start()
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        killer.stop()
+        proc.kill()
+    found = audit(results, specs)
+    show("workers killed under quality jobs", jobs=len(specs), worker_kills=len(killer.kills),
+         lost=len(found.lost), duplicated=len(found.duplicated), inconsistent=len(found.inconsistent))
+    assert proc.returncode == 0, out
+    assert len(killer.kills) >= 3
+    assert_exactly_once(results, specs, {"ok": len(specs)})
+
+
 # -- the driver, killed and restarted ----------------------------------------------------------------
 # 24 jobs on two actors: long enough for several kills, short enough for CI.
 DRIVER_LENGTHS = tuple(range(32, 96, 8))

@@ -28,8 +28,9 @@ JOB = "0123456789abcdef0123"
 def _tables(tag: str):
     requests = to_table("requests", [{"job_id": JOB, "iteration": 0, "request_id": i, "sweep_id": tag} for i in range(3)])
     iterations = to_table("iterations", [{"job_id": JOB, "iteration": 0, "sweep_id": tag}])
+    quality = to_table("quality", [{"job_id": JOB, "request_id": 0, "sweep_id": tag}])
     jobs = to_table("jobs", [{"job_id": JOB, "status": "ok", "sweep_id": tag}])
-    return {"requests": requests, "iterations": iterations, "jobs": jobs}
+    return {"requests": requests, "iterations": iterations, "quality": quality, "jobs": jobs}
 
 
 def _files(root) -> list[str]:
@@ -245,5 +246,5 @@ def test_hostile_partition_values_stay_inside_the_store(tmp_path, model):
     partition = PARTITION | {"model": model, "config": "../x"}
     store.write_result(partition, JOB, _tables("x"))
     files = _files(tmp_path)
-    assert len(files) == 3 and all(f.startswith("store/") and f.count("/") == 5 for f in files), files
+    assert len(files) == 4 and all(f.startswith("store/") and f.count("/") == 5 for f in files), files
     assert store.completed_job_ids() == {JOB}

@@ -33,7 +33,8 @@ def _write_job(store: ResultStore, config: str, input_len: int, *, legacy: bool 
     jobs = to_table("jobs", [key | {"job_id": job_id, "status": "ok"}])
     if not legacy:
         iterations = to_table("iterations", [key | {"job_id": job_id, "iteration": 0}])
-        store.write_result(key, job_id, {"requests": requests, "iterations": iterations, "jobs": jobs})
+        store.write_result(key, job_id, {"requests": requests, "iterations": iterations,
+                                         "quality": to_table("quality", []), "jobs": jobs})
         return
     for table, data in (("requests", requests), ("jobs", jobs)):  # as older versions wrote: columns kept
         path = store.job_path(table, key, job_id)
@@ -55,7 +56,7 @@ def _keys(rows) -> list[tuple]:
 
 def test_files_hold_no_partition_columns_and_paths_percent_encode_the_model(results):
     paths = [os.path.join(d, f) for d, _, names in os.walk(results) for f in names]
-    assert len(paths) == 3 * len(JOBS)
+    assert len(paths) == 4 * len(JOBS)  # requests, iterations, quality, jobs
     for path in paths:
         assert "model=meta-llama%2FLlama-3.2-1B" in path
         assert not {"model", "config", "input_len"} & set(pq.read_schema(path).names)

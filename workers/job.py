@@ -1,15 +1,18 @@
 """Run one benchmark job and write its records: the single-job API the CLI and Ray actors share.
 
-A job runs its warmup iterations, then its measured ones; each iteration submits its prompts on the
-job's arrival schedule (arrivals.py; by default every prompt at once, offline, as the original suite)
-and runs them to completion. Per-request records go to the `requests` table, one summary row to
-`jobs` (written last, so it marks the job complete). A job that does not fit in memory is an
-`oom` row; any other failure inside the job is an `error` row; both keep the worker alive for the
-next job.
+A throughput job (the default task) runs its warmup iterations, then its measured ones; each iteration
+submits its prompts on the job's arrival schedule (arrivals.py; by default every prompt at once,
+offline, as the original suite) and runs them to completion. Per-request records go to the `requests`
+table, one summary row to `jobs` (written last, so it marks the job complete). A quality job
+(--task perplexity | recall) scores its task's sequences once instead (quality_job.py, with one module
+per task) into the `quality` table; every attempt writes every table, empty ones too. A job that does
+not fit in memory is an `oom` row; any other failure inside the job is an `error` row; both keep the
+worker alive for the next job.
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import os
 import socket
@@ -22,7 +25,6 @@ import torch
 from tqdm import tqdm
 
 from hybench.engine import (
-    EngineConfig,
     EngineConfigError,
     KVPoolTooSmall,
     LLMEngine,
@@ -33,14 +35,20 @@ from hybench.engine import (
     resolve_dtype,
     resolve_model,
 )
+from hybench.engine.calibration import CalibrationError, check_history_weights, model_hash, read_history_weights
 from hybench.engine.llama import LlamaForCausalLM
 from hybench.engine.loader import check_weights
 from hybench.engine.memory import GIB, SequenceMemory, check_fits
 from hybench.workers import device_info
 from hybench.workers.arrivals import OFFLINE, arrival_offsets_ns, run_schedule
+from hybench.workers.job_engine import engine_fields, start_engine
 from hybench.workers.job_spec import JobSpec, project_version
 from hybench.workers.metrics import RequestTiming, iteration_rows, iteration_spread, request_row, summarize
+from hybench.workers.perplexity_task import perplexity_work
 from hybench.workers.prompts import random_prompts
+from hybench.workers.quality_job import QualityWork, execute_quality
+from hybench.workers.recall import RecallInputError
+from hybench.workers.recall_task import recall_work
 from hybench.workers.records import result_tables
 from hybench.workers.store import ResultStore
 
@@ -55,11 +63,16 @@ class PreparedJob:
     dtype: torch.dtype
     max_model_len: int
     dataset_prompts: list[list[int]] | None  # the dataset's prompts for this job; None: seeded random ones
+    quality: QualityWork | None = None  # a quality job's sequences; None for throughput
+
+
+# The module that builds each quality task's work: job.py chooses, quality_job.py runs it.
+QUALITY_TASKS = {"perplexity": perplexity_work, "recall": recall_work}
 
 
 def prepare(spec: JobSpec) -> PreparedJob:
     """Check everything a user can get wrong before any work is done; raises EngineConfigError, or
-    DatasetError for a --dataset that cannot serve the job."""
+    DatasetError for a --dataset or --eval-text that cannot serve the job."""
     resolved = resolve_model(spec.model, spec.load_format)
     if resolved.config.remote_code and not spec.trust_remote_code:
         raise EngineConfigError(
@@ -68,7 +81,7 @@ def prepare(spec: JobSpec) -> PreparedJob:
     check_weights(resolved)  # a truncated or mismatched checkpoint stops here, before anything is written
     config = resolved.config
     device = resolve_device(spec.device)
-    needed = spec.input_len + spec.output_len
+    needed = spec.input_len + spec.output_len  # a quality job's output_len is 1: scoring samples one token
     if needed > config.max_position_embeddings:
         raise EngineConfigError(
             f"input length {spec.input_len} + output length {spec.output_len} exceeds the "
@@ -95,7 +108,33 @@ def prepare(spec: JobSpec) -> PreparedJob:
     dataset_prompts = None
     if spec.dataset is not None:
         dataset_prompts = spec.dataset.prompts(spec.input_len, spec.num_prompts, config.vocab_size, spec.model)
-    return PreparedJob(spec, resolved, device, dtype, max_len, dataset_prompts)
+    if spec.history_weights is not None:
+        _check_history_weights(spec, resolved)
+    quality = None
+    if spec.task in QUALITY_TASKS:
+        try:
+            quality = QUALITY_TASKS[spec.task](spec, resolved)
+        except RecallInputError as exc:
+            raise EngineConfigError(str(exc)) from None
+    return PreparedJob(spec, resolved, device, dtype, max_len, dataset_prompts, quality)
+
+
+@functools.lru_cache(maxsize=8)
+def _model_hash_of(model: str, load_format: str, seed: int) -> str:
+    """The hash `hybench calibrate` gives this model (it builds it on the CPU in float32, as here)."""
+    built = build_model(resolve_model(model, load_format), torch.device("cpu"), torch.float32, 1, seed)
+    return model_hash(built)
+
+
+def _check_history_weights(spec: JobSpec, resolved: ResolvedModel) -> None:
+    """Refuse weights calibrated for another window or model before the job runs (the worker checks the
+    model it loaded again)."""
+    ref = spec.history_weights
+    weights = read_history_weights(ref.path)
+    check_history_weights(weights, ref.path, None, spec.window)
+    if weights.model_hash != _model_hash_of(spec.model, spec.load_format, spec.seed):
+        raise CalibrationError(f"--history-weights {ref.path}: calibrated for another model (hash "
+                               f"{weights.model_hash[:12]}), not {spec.model}")
 
 
 class ModelCache:
@@ -145,11 +184,17 @@ def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None,
     job = prepare(spec)
     started = dt.datetime.now(dt.timezone.utc)
     request_rows: list[dict] = []
+    quality_rows: list[dict] = []
     iteration_elapsed: dict[int, float] = {}  # seconds each iteration took, by iteration
     row = job_key(spec) | {"status": "ok", "error": None, "started_at": started}
     models = models if models is not None else ModelCache()
     try:
-        row |= _execute(job, models, request_rows, iteration_elapsed, progress)
+        if job.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(job.device)
+        if job.quality is not None:
+            row |= execute_quality(job, job.quality, models, quality_rows)
+        else:
+            row |= _execute(job, models, request_rows, iteration_elapsed, progress)
     except (KVPoolTooSmall, torch.OutOfMemoryError) as exc:
         row |= {"status": "oom", "error": f"{type(exc).__name__}: {exc}"}
     except Exception as exc:  # noqa: BLE001 - a failed job is a result row; the worker lives on
@@ -158,7 +203,7 @@ def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None,
     iterations = iteration_rows(request_rows, iteration_elapsed) if row["status"] == "ok" else []
     row |= iteration_spread(iterations)
     if row["status"] != "ok":
-        request_rows = []
+        request_rows, quality_rows = [], []
         # What the failed job held (KV pool, activations) goes back before the next job sizes its pool
         # from free memory: the layers still point into the pool, and the engine may sit in a cycle.
         models.release_cache()
@@ -168,7 +213,8 @@ def run_job(spec: JobSpec, store: ResultStore, models: ModelCache | None = None,
     row |= _environment(job) | {"finished_at": dt.datetime.now(dt.timezone.utc)}
     key = job_key(spec)
     store.write_result(spec.partition(), spec.job_id,
-                       result_tables([key | r for r in request_rows], [key | r for r in iterations], [row]))
+                       result_tables([key | r for r in request_rows], [key | r for r in iterations], [row],
+                                     [key | r for r in quality_rows]))
     return row
 
 
@@ -185,6 +231,10 @@ def job_key(spec: JobSpec) -> dict:
         "dataset": spec.dataset.path if spec.dataset else None,
         "dataset_sha256": spec.dataset.sha256 if spec.dataset else None,
         "repeat": spec.repeat,
+        "task": spec.task,
+        "eval_text": spec.eval_text.path if spec.eval_text else None,
+        "eval_text_sha256": spec.eval_text.sha256 if spec.eval_text else None,
+        "history_weights": spec.history_weights.path if spec.history_weights else None,
     }
 
 
@@ -199,19 +249,10 @@ def _prompts(job: PreparedJob, iteration: int) -> list[list[int]]:
 def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], iteration_elapsed: dict[int, float],
              progress: bool) -> dict:
     spec = job.spec
-    if job.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(job.device)
     if spec.engine == "hf":
         models.clear()  # our copy of the weights would sit beside HF's and inflate its memory figures
         return _execute_hf(job, request_rows, iteration_elapsed, progress)
-    model = models.get(job)
-    config = EngineConfig(
-        model=job.resolved.config, attention=spec.config, window=spec.window, max_model_len=job.max_model_len,
-        max_num_seqs=spec.max_num_seqs, max_num_batched_tokens=spec.max_num_batched_tokens,
-        gpu_memory_utilization=spec.gpu_memory_utilization, kv_cache_gib=spec.kv_cache_gib,
-        enforce_eager=spec.enforce_eager, enable_prefix_caching=spec.enable_prefix_caching, seed=spec.seed,
-        device=job.device, dtype=job.dtype)
-    engine = LLMEngine(model, config)
+    engine, ssm_init = start_engine(job, models)
     sampling = SamplingParams(spec.output_len, spec.temperature, spec.top_p)
     epoch_offset = time.time_ns() - time.monotonic_ns()
     iterations = spec.num_warmup_iters + spec.num_benchmark_iters
@@ -240,38 +281,8 @@ def _execute(job: PreparedJob, models: ModelCache, request_rows: list[dict], ite
                 request_rows.append(request_row(timing, epoch_offset))
     finally:
         bar.close()
-    m = engine.memory
-    peak_rows = engine.rows.peak_rows
-    decode = [s for s in measured_steps if not s.is_prefill]
-    prefill = [s for s in measured_steps if s.is_prefill]
-    decode_bw = _rate(decode) / 1e9
-    prefill_tflops = _rate(prefill) / 1e12
-    peak_bw, peak_flops = device_info.copy_bandwidth_gbs(job.device), device_info.peak_tflops(job.device)
-    history_bytes = sum(p.nbytes for a in model.attention_layers if a.history is not None
-                        for p in a.history.parameters())
-    out = summarize(request_rows, elapsed_ns / 1e9) | {
-        "model_gib": sum(p.nbytes for p in model.parameters()) / GIB - history_bytes / GIB,
-        "ssm_param_gib": history_bytes / GIB,
-        "kv_pool_gib": engine.plan.pool_bytes / GIB,
-        "kv_used_gib": engine.rows.peak_kv_bytes / GIB,
-        "ssm_state_gib": peak_rows * m.state_bytes() / GIB,
-        "kv_state_used_gib": engine.rows.peak_bytes / GIB,
-        "kv_capacity_seqs": engine.plan.fit,
-        "max_running": peak_rows,
-        "kv_capacity_tokens": config.kv_capacity,
-        "decode_bw_gbs": decode_bw or None,
-        "prefill_tflops": prefill_tflops or None,
-        "peak_bw_gbs": peak_bw,
-        "peak_tflops": peak_flops,
-        "decode_mbu": decode_bw / peak_bw if peak_bw and decode_bw else None,
-        "prefill_mfu": prefill_tflops / peak_flops if peak_flops and prefill_tflops else None,
-        "activation_peak_gib": engine.activation_peak / GIB if job.device.type == "cuda" else None,
-        "graph_pool_gib": engine.runner.graphs.pool_bytes / GIB if engine.runner.graphs else None,
-        "attn_backend": engine.attn_backend.name,
-        "ssm_backend": engine.ssm_backend_name,
-        "ssm_init": "seeded" if spec.config == "hybrid" else "none",
-        "peak_torch_gib": device_info.peak_torch_gib(job.device),
-        "nvml_used_gib": device_info.nvml_used_gib(job.device),
+    out = summarize(request_rows, elapsed_ns / 1e9) | engine_fields(job, engine, measured_steps) | {
+        "ssm_init": ssm_init,
     } | _prefix_cache_fields(engine)
     engine.release()
     return out
@@ -326,11 +337,6 @@ def _execute_hf(job: PreparedJob, request_rows: list[dict], iteration_elapsed: d
         "peak_torch_gib": device_info.peak_torch_gib(job.device),
         "nvml_used_gib": device_info.nvml_used_gib(job.device),
     }
-
-
-def _rate(steps: list) -> float:
-    seconds = sum(s.duration_ns for s in steps) / 1e9
-    return sum(s.work for s in steps) / seconds if seconds > 0 else 0.0
 
 
 def _environment(job: PreparedJob) -> dict:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import quote
 
+from hybench.engine.calibration import HistoryWeightsRef
 from hybench.workers.datasets import DatasetRef
+from hybench.workers.eval_text import EvalTextRef
 
 NAME_MAX = 255  # bytes in one file or folder name on Linux, macOS and object-store mounts
 
@@ -24,6 +26,11 @@ MAX_SCHEDULE_S = 1e7  # about 4 months; far longer would overflow the nanosecond
 ENGINES = ("hybrid", "hf")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 LOAD_FORMATS = ("auto", "safetensors", "dummy")
+TASKS = ("throughput", "perplexity", "recall")  # throughput: the benchmark; the others: quality jobs
+QUALITY_TASKS = TASKS[1:]
+# The throughput settings a quality job does not use, at the values its row records.
+_QUALITY_IGNORES = {"output_len": 1, "num_warmup_iters": 0, "num_benchmark_iters": 1, "temperature": 0.0,
+                    "top_p": 1.0, "request_rate": math.inf, "concurrency_limit": None}
 
 
 def project_version() -> str:
@@ -42,7 +49,13 @@ class JobSpec:
     """One benchmark job. Fields not in `_RUN_ONLY` define the job and so its id.
 
     `dataset` splits in two: its path says where to read the prompts (run-only: the file may move),
-    its sha256 of the token ids is what defines the job (so editing the file makes a new job)."""
+    its sha256 of the token ids is what defines the job (so editing the file makes a new job); so do
+    `eval_text` (the hash of its bytes) and `history_weights` (the hash of its tensors). A setting that
+    does not apply to a job is dropped from it (`dataset` outside throughput, `eval_text` outside
+    perplexity, `history_weights` outside hybrid, and a quality job's output length, iterations,
+    sampling and arrival schedule), so a sweep over several tasks or configs does not make ids differ by
+    what they ignore. `task`, `eval_text` and `history_weights` enter the id only when
+    set, so throughput jobs keep the ids they had before quality jobs existed."""
 
     model: str
     config: str
@@ -69,6 +82,9 @@ class JobSpec:
     concurrency_limit: int | None = None  # most requests in the engine at once; None = no limit
     dataset: DatasetRef | None = None  # prompts from a `hybench data` file instead of seeded random ones
     enable_prefix_caching: bool = False
+    task: str = "throughput"
+    eval_text: EvalTextRef | None = None  # perplexity's text; dropped for other tasks
+    history_weights: HistoryWeightsRef | None = None  # calibrated history branch; dropped for other configs
     # Which run of an otherwise identical job this is (`hybench sweep --repeats`): repeats are separate jobs,
     # spread over the sweep, so that a cell's interval holds the variation between jobs, not only between
     # the iterations of one job. Left out of the id when 0, so a single run keeps its id.
@@ -80,7 +96,22 @@ class JobSpec:
     _RUN_ONLY = ("sweep_id", "device")
 
     def __post_init__(self) -> None:
+        for name, applies in (("dataset", self.task == "throughput"), ("eval_text", self.task == "perplexity"),
+                              ("history_weights", self.config == "hybrid")):
+            if not applies:
+                object.__setattr__(self, name, None)
+        if self.task in QUALITY_TASKS:  # a quality job scores its inputs once: no generation, no schedule
+            for name, value in _QUALITY_IGNORES.items():
+                object.__setattr__(self, name, value)
         problems = []
+        if self.task not in TASKS:
+            problems.append(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task == "perplexity" and self.eval_text is None:
+            problems.append("task perplexity needs --eval-text FILE (the text it scores); recall needs none")
+        if self.task in QUALITY_TASKS and self.engine != "hybrid":
+            problems.append(f"task {self.task} runs on --engine hybrid only (it scores through our engine's prefill)")
+        if self.task in QUALITY_TASKS and self.enable_prefix_caching:
+            problems.append(f"task {self.task} scores every position: turn --enable-prefix-caching off")
         if self.config not in ATTENTION_CONFIGS:
             problems.append(f"config must be one of {', '.join(ATTENTION_CONFIGS)}, got {self.config!r}")
         if self.engine not in ENGINES:
@@ -137,6 +168,13 @@ class JobSpec:
             fields["dataset"] = self.dataset.sha256
         if self.repeat == 0:
             fields.pop("repeat")
+        for name, default in (("task", "throughput"), ("eval_text", None), ("history_weights", None)):
+            if getattr(self, name) == default:
+                fields.pop(name)
+        if self.eval_text is not None:
+            fields["eval_text"] = self.eval_text.sha256
+        if self.history_weights is not None:
+            fields["history_weights"] = self.history_weights.sha
         fields["code_version"] = project_version()
         return fields
 

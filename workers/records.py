@@ -1,4 +1,4 @@
-"""Arrow schemas of the three result tables (DESIGN.md section 5): the contract readers rely on.
+"""Arrow schemas of the four result tables (DESIGN.md section 5): the contract readers rely on.
 
 Columns may be added at the end in later versions; readers use ``union_by_name`` so old and new
 files mix. Times are monotonic nanoseconds (for differences) plus one epoch time per row.
@@ -82,7 +82,7 @@ JOBS_SCHEMA = pa.schema(
         ("seed", pa.int64()),
         ("dtype", pa.string()),
         ("load_format", pa.string()),
-        ("ssm_init", pa.string()),  # none | seeded: how the history-branch parameters were set
+        ("ssm_init", pa.string()),  # none | seeded | calibrated:<sha12>: how the history-branch parameters were set
         ("num_warmup_iters", pa.int64()),
         ("num_benchmark_iters", pa.int64()),
         ("kv_capacity_tokens", pa.int64()),
@@ -117,6 +117,16 @@ JOBS_SCHEMA = pa.schema(
         ("iterations_n", pa.int64()),
     ]
     + [(f"{metric}_{stat}", pa.float64()) for metric in ITERATION_METRICS for stat in ("mean", "sd", "ci_low", "ci_high")]
+    + [
+        # The task: throughput (the benchmark above) or a quality job (perplexity, recall; rows in `quality`).
+        ("task", pa.string()),  # null in stores written before quality jobs existed: throughput
+        ("scored_tok_s", pa.float64()),  # quality jobs: tokens teacher-forced through the engine per second
+        ("nll_mean", pa.float64()),  # quality jobs: mean NLL over every row of the quality table (per token)
+        ("top1_accuracy", pa.float64()),  # quality jobs: share of those tokens the model predicted top-1
+        ("eval_text", pa.string()),  # path of the --eval-text file (perplexity); its sha256 is in the job id
+        ("eval_text_sha256", pa.string()),
+        ("history_weights", pa.string()),  # path of the --history-weights file; its hash is in ssm_init
+    ]
     + [("repeat", pa.int64())]  # which run of an identical job (sweep --repeats), 0 for the first
 )
 
@@ -132,7 +142,27 @@ ITERATIONS_SCHEMA = pa.schema(
     + [(metric, pa.float64()) for metric in ITERATION_METRICS]
 )
 
-SCHEMAS = {"requests": REQUESTS_SCHEMA, "iterations": ITERATIONS_SCHEMA, "jobs": JOBS_SCHEMA}
+# Quality jobs (--task perplexity | recall): one row per request and position bucket (perplexity) or
+# per request and recall distance (recall). Sums, not means, so that any re-aggregation is exact.
+QUALITY_SCHEMA = pa.schema(
+    _JOB_KEY
+    + [
+        ("task", pa.string()),  # perplexity | recall
+        ("request_id", pa.int64()),  # the sequence's index in the job
+        ("bucket_start", pa.int64()),  # perplexity: positions [start, end) of the predicted tokens; null for recall
+        ("bucket_end", pa.int64()),
+        ("bucket_start_w", pa.float64()),  # the same edges in units of the window W
+        ("bucket_end_w", pa.float64()),
+        ("distance", pa.int64()),  # recall: filler tokens between the block and its repeat; null for perplexity
+        ("distance_w", pa.float64()),  # the same in units of W
+        ("tokens", pa.int64()),  # tokens scored in this row
+        ("nll_sum", pa.float64()),  # their summed negative log-likelihood, natural log
+        ("correct", pa.int64()),  # of them, how many were the model's top-1 prediction
+    ]
+)
+
+SCHEMAS = {"requests": REQUESTS_SCHEMA, "iterations": ITERATIONS_SCHEMA, "quality": QUALITY_SCHEMA,
+           "jobs": JOBS_SCHEMA}
 
 
 def to_table(name: str, rows: list[dict]) -> pa.Table:
@@ -142,7 +172,9 @@ def to_table(name: str, rows: list[dict]) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def result_tables(requests: list[dict], iterations: list[dict], jobs: list[dict]) -> dict[str, pa.Table]:
-    """One attempt's rows as the tables ResultStore.write_result writes together."""
+def result_tables(requests: list[dict], iterations: list[dict], jobs: list[dict],
+                  quality: list[dict] = ()) -> dict[str, pa.Table]:
+    """One attempt's rows as the tables ResultStore.write_result writes together (every table, empty
+    ones too, so that readers pair them by attempt whatever the task)."""
     return {"requests": to_table("requests", requests), "iterations": to_table("iterations", iterations),
-            "jobs": to_table("jobs", jobs)}
+            "quality": to_table("quality", list(quality)), "jobs": to_table("jobs", jobs)}

@@ -9,11 +9,11 @@ node of a cluster writes to one place. A local write goes to a hidden temporary 
 is atomic) and then a ``<job_id>._SUCCESS`` marker, without which readers ignore the file.
 The ``jobs`` file is written last, so a ``jobs`` row that reads back means the job is complete.
 
-One attempt at a job writes its three files with `write_result`, which tags them with one attempt id (Parquet
+One attempt at a job writes its four files (one per table, empty ones too) with `write_result`, which tags them with one attempt id (Parquet
 key-value metadata) and, on a local store, holds a lock on the job's partition folder while it writes,
 so two attempts that run at once (two drivers on one store, a retry beside a worker given up for lost)
 never leave the requests of one beside the jobs row of the other. A reader counts a job complete only
-when all three files carry the same attempt. A writer that dies mid-write leaves a hidden temporary file
+when all four files carry the same attempt. A writer that dies mid-write leaves a hidden temporary file
 that names its host and pid; the next write of that file, and `remove_stale_temps`, delete it.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ try:
 except ImportError:  # Windows: no partition locks; attempt ids still expose interleaved writes
     fcntl = None
 
-TABLES = ("requests", "iterations", "jobs")  # in the order an attempt writes them: jobs last
+TABLES = ("requests", "iterations", "quality", "jobs")  # in the order an attempt writes them: jobs last
 REMOTE_ANSWER_S = 30.0  # how long a remote store may take to answer its first question
 SUCCESS_SUFFIX = "._SUCCESS"
 ATTEMPT_KEY = b"hybench.attempt"  # Parquet key-value metadata: the attempt that wrote the file
@@ -126,7 +126,7 @@ class ResultStore:
 
     # -- writing ---------------------------------------------------------------------------
     def write_result(self, partition: dict, job_id: str, tables: dict[str, pa.Table]) -> str:
-        """Write one attempt at a job: its requests and iterations, then its jobs row (the commit), all
+        """Write one attempt at a job: its requests, iterations and quality rows, then its jobs row (the commit), all
         tagged with a new attempt id, while no other attempt at a job of the partition writes. Returns
         the attempt."""
         if set(tables) != set(TABLES):
@@ -357,8 +357,8 @@ class ResultStore:
         return attempts.pop().decode() if status == ["ok"] else None
 
     def completed_job_ids(self, statuses: tuple[str, ...] = ("ok",)) -> set[str]:
-        """Ids of jobs whose jobs row reads back with one of `statuses` and whose requests and
-        iterations files read back too, written by the same attempt: those a re-run skips."""
+        """Ids of jobs whose jobs row reads back with one of `statuses` and whose other tables' files
+        read back too, written by the same attempt: those a re-run skips."""
         attempts = {table: {f.job_id: f.attempt for f in self.valid_files(table)[0]} for table in TABLES[:-1]}
         done = set()
         for stored in self.files("jobs"):

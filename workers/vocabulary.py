@@ -38,15 +38,15 @@ class Vocabulary:
 def choose_vocabulary(tokenizer: str | None, model: str | None) -> tuple[Vocabulary, str | None]:
     """The tokenizer's vocabulary, else the model config's; the second item is the note to print when
     there is no tokenizer. `model` None: the tokenizer's own preset config if it names one, else tiny-llama."""
-    if tokenizer is not None and not _is_local_preset(tokenizer):
-        loaded = _load_tokenizer(tokenizer)
+    if tokenizer is not None and not is_local_preset(tokenizer):
+        loaded = load_tokenizer(tokenizer)
         if loaded is not None:
             return _tokenizer_vocabulary(tokenizer, loaded), None
     model = model or (tokenizer if tokenizer in PRESETS else DEFAULT_MODEL)
     vocab_size = resolve_model(model, "dummy").config.vocab_size
     if tokenizer is None:
         why = "no --tokenizer given"
-    elif _is_local_preset(tokenizer):
+    elif is_local_preset(tokenizer):
         why = f"{tokenizer} is a built-in preset without a tokenizer"
     else:
         why = f"tokenizer {tokenizer} is not reachable"
@@ -55,16 +55,16 @@ def choose_vocabulary(tokenizer: str | None, model: str | None) -> tuple[Vocabul
     return Vocabulary(vocab_size, vocab_size, f"model config {model}"), note
 
 
-def _is_local_preset(name: str) -> bool:
+def is_local_preset(name: str) -> bool:
     """A preset that is no Hub id (tiny-llama): it has no tokenizer anywhere, so the Hub is not asked."""
     return name in PRESETS and "/" not in name and not os.path.isdir(name)
 
 
-def _load_tokenizer(name: str) -> Any | None:
+def load_tokenizer(name: str) -> Any | None:
     """A local folder must hold a tokenizer (else it is the user's mistake); a Hub id is looked up in
     the local cache first, then online only when the Hub answers (engine.hub), and is None when
     neither has it."""
-    from transformers import AutoTokenizer  # slow to import; only `hybench data --tokenizer` needs it
+    from transformers import AutoTokenizer  # slow to import; only `hybench data --tokenizer` and --eval-text need it
 
     if os.path.isdir(name):
         _check_tokenizer_files(name)

@@ -1,9 +1,10 @@
--- Every metric of each cell (model, engine, window, output length, workload: prefix caching, request rate, concurrency limit, dataset; config, input length) over the measured requests of its ok jobs; the other queries select from it.
+-- Every metric of each cell of throughput jobs (model, engine, window, output length, workload: prefix caching, request rate, concurrency limit, dataset; config, input length) over the measured requests of its ok jobs; the other queries select from it.
 WITH
 workload_jobs AS (  -- the workload columns define a job too; a store older than them reads as caching off, offline
     SELECT * REPLACE (coalesce(enable_prefix_caching, false) AS enable_prefix_caching,
                       coalesce(request_rate, 'inf'::DOUBLE) AS request_rate)
     FROM jobs
+    WHERE coalesce(task, 'throughput') = 'throughput'  -- quality jobs have their own queries (perplexity, recall)
 ),
 ok_jobs AS (  -- the requests table does not carry the workload: it comes from the job's row
     SELECT job_id, any_value(enable_prefix_caching) AS enable_prefix_caching, any_value(request_rate) AS request_rate,

@@ -1,0 +1,50 @@
+"""Run a quality job (--task perplexity | recall): teacher-forced scoring of the task's sequences through
+the engine a throughput job of the same cell runs on (engine/scoring.py), into `quality` rows.
+
+Each task module (perplexity_task.py, recall_task.py) says which sequences to score and how their
+per-token scores become rows; this module runs them once, times the scoring (tokens scored per second:
+the quality job's own throughput, beside a throughput job's prefill speed) and reads the shared memory
+and backend fields from the engine.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hybench.engine.scoring import TokenScores, score_sequences
+from hybench.workers.job_engine import engine_fields, start_engine
+
+if TYPE_CHECKING:
+    from hybench.workers.job import ModelCache, PreparedJob
+
+
+@dataclass(frozen=True)
+class QualityWork:
+    """A quality job's sequences and how their scores become `quality` rows (without the job key)."""
+
+    sequences: list[list[int]]
+    rows: Callable[[list[TokenScores]], list[dict]]
+
+
+def execute_quality(job: PreparedJob, work: QualityWork, models: ModelCache, quality_rows: list[dict]) -> dict:
+    """Score the work's sequences, append its rows to `quality_rows`, return the jobs row's figures."""
+    engine, ssm_init = start_engine(job, models)
+    try:
+        start = time.monotonic_ns()
+        scores = score_sequences(engine, work.sequences)
+        elapsed_s = (time.monotonic_ns() - start) / 1e9
+        rows = work.rows(scores)
+        quality_rows += rows
+        scored = sum(len(s.nll) for s in scores)
+        tokens = sum(r["tokens"] for r in rows)
+        return engine_fields(job, engine, engine.steps) | {
+            "ssm_init": ssm_init,
+            "elapsed_s": elapsed_s,
+            "scored_tok_s": scored / elapsed_s if elapsed_s > 0 else None,
+            "nll_mean": sum(r["nll_sum"] for r in rows) / tokens,
+            "top1_accuracy": sum(r["correct"] for r in rows) / tokens,
+        }
+    finally:
+        engine.release()
