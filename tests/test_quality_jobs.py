@@ -243,7 +243,11 @@ def test_tasks_fan_out_in_sweeps_and_sweep_files(tmp_path, recall_weights):
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(f"models: tiny-recall\nconfigs: [full, hybrid]\nwindows: 32\ninput_lengths: [128, 256]\n"
                           f"tasks: [throughput, recall]\nengines: [hybrid, hf]\nhistory_weights: {recall_weights}\n")
-    specs = expand(resolve({}, str(sweep_file)))
+    runs = expand(resolve({}, str(sweep_file)))
+    # Throughput jobs run --repeats (3) times; a quality job scores fixed sequences and runs once.
+    assert {s.repeat for s in runs if s.task == "recall"} == {0}
+    assert sorted(s.repeat for s in runs if s.task == "throughput") == sorted([0, 1, 2] * 6)
+    specs = [s for s in runs if s.repeat == 0]
     cells = sorted((s.engine, s.config, s.task, s.input_len) for s in specs)
     assert cells == sorted([(engine, config, task, n) for config in ("full", "hybrid") for task in ("throughput", "recall")
                             for n in (128, 256) for engine in ("hybrid", "hf")
