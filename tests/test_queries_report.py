@@ -160,14 +160,17 @@ def test_compare_two_sweeps_of_one_store(tmp_path):
         if a[key]["throughput_tok_s"] is None:
             assert row["throughput_tok_s_ratio"] is None
             continue
-        assert row["throughput_tok_s_ratio"] == pytest.approx(b[key]["throughput_tok_s"] / a[key]["throughput_tok_s"])
-        assert row["latency_p99_ms_ratio"] == pytest.approx(b[key]["latency_p99_ms"] / a[key]["latency_p99_ms"])
+        for metric, samples in (("throughput_tok_s", "throughput_tok_s"), ("latency_p99_ms", "e2e_p99_ms")):
+            # The ratio of the sides' geometric means (the centre of its interval), else of the cells' figures.
+            logs = (a[key][f"{samples}_log_mean"], b[key][f"{samples}_log_mean"])
+            want = math.exp(logs[1] - logs[0]) if None not in logs else b[key][metric] / a[key][metric]
+            assert row[f"{metric}_ratio"] == pytest.approx(want)
     drawn = draw_report_figures([(r.side.label, r.rows("cells")) for r in results], str(out), "png",
                                 joined.to_pylist())
     ratio = next(f for f in drawn if f.name == "compare_ratio")
     hybrid = _series(ratio, "hybrid", "throughput_tok_s_ratio")
-    _assert_values(hybrid.y, [b[("hybrid", n)]["throughput_tok_s"] / a[("hybrid", n)]["throughput_tok_s"]
-                              for n in hybrid.x])
+    _assert_values(hybrid.y, [math.exp(b[("hybrid", n)]["throughput_tok_s_log_mean"]
+                                       - a[("hybrid", n)]["throughput_tok_s_log_mean"]) for n in hybrid.x])
     throughput = next(f for f in drawn if f.name == "throughput_comparison")
     assert {s.panel.split("\n")[0] for s in throughput.series} == {"A: sweep s1", "B: sweep s2"}
 
