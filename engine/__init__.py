@@ -13,7 +13,8 @@ _HOMES = {
     "hybench.engine.errors": ("CheckpointError", "EngineConfigError"),
     "hybench.engine.kv_budget": ("KVPoolTooSmall",),
     "hybench.engine.llm_engine": ("LLMEngine", "StepRecord"),
-    "hybench.engine.loader": ("ResolvedModel", "build_model", "resolve_model"),
+    "hybench.engine.checkpoint": ("ResolvedModel", "resolve_model"),
+    "hybench.engine.loader": ("build_model",),
     "hybench.engine.model_config": ("PRESETS", "ModelConfig"),
     "hybench.engine.sequence": ("SamplingParams", "Sequence"),
 }

@@ -11,7 +11,8 @@ import torch
 from hybench.engine.calibration import (CalibrationError, CalibrationSpec, apply_history_weights, calibrate,
                                         calibration_batch, distillation_loss, history_weights, hybrid_layer_output,
                                         load_history_weights, save_history_weights, seeded_branches, teacher_layers)
-from hybench.engine.loader import ResolvedModel, build_model, resolve_model
+from hybench.engine.checkpoint import resolve_model
+from hybench.engine.loader import ResolvedModel, build_model
 from hybench.orchestrator.cli import main
 from engine_harness import TINY, make_engine, open_history, teacher_forced_logits
 

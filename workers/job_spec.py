@@ -11,12 +11,15 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import quote
 
-from hybench.engine.calibration import HistoryWeightsRef
 from hybench.workers.datasets import DatasetRef
 from hybench.workers.eval_text import EvalTextRef
+
+if TYPE_CHECKING:  # the calibration module needs torch; the readers of a store must not
+    from hybench.engine.calibration import HistoryWeightsRef
 
 NAME_MAX = 255  # bytes in one file or folder name on Linux, macOS and object-store mounts
 
