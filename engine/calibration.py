@@ -32,7 +32,7 @@ from hybench.engine.kernels.fused import rotary
 from hybench.engine.kernels.ssd_ref import ssd_scan_chunked_ref
 from hybench.engine.llama import LlamaForCausalLM
 
-DATA_KINDS = ("random", "recall")
+DATA_KINDS = ("random", "recall", "text")  # text: windows cut from a tokenized --eval-text
 
 
 class CalibrationError(EngineConfigError):
@@ -47,7 +47,7 @@ class CalibrationSpec:
     batch: int = 8
     seq_len: int = 256
     lr: float = 3e-2
-    data: str = "recall"  # random | recall
+    data: str = "recall"  # random | recall | text
     block_len: int = 16
 
 
@@ -117,9 +117,14 @@ def seeded_branches(model: LlamaForCausalLM, seed: int) -> list[HistoryBranch]:
     return branches
 
 
-def calibration_batch(vocab_size: int, spec: CalibrationSpec, generator: torch.Generator) -> torch.Tensor:
+def calibration_batch(vocab_size: int, spec: CalibrationSpec, generator: torch.Generator,
+                      text: torch.Tensor | None = None) -> torch.Tensor:
     """[batch, seq_len] token ids. `recall`: random tokens with a block repeated from W to 4W later
-    (the distances the branch exists for); `random`: uniform random tokens."""
+    (the distances the branch exists for); `random`: uniform random tokens; `text`: windows of the
+    token ids `text` at seeded offsets (real text, where the model's own long-range habits show)."""
+    if spec.data == "text":
+        starts = torch.randint(0, len(text) - spec.seq_len + 1, (spec.batch,), generator=generator)
+        return torch.stack([text[start:start + spec.seq_len] for start in starts.tolist()])
     ids = torch.randint(0, vocab_size, (spec.batch, spec.seq_len), generator=generator)
     if spec.data == "random":
         return ids
@@ -220,11 +225,18 @@ def distillation_loss(model: LlamaForCausalLM, branches: list[HistoryBranch], id
 
 def calibrate(model: LlamaForCausalLM, spec: CalibrationSpec,
               progress: Callable[[int, float], None] | None = None,
-              branches: list[HistoryBranch] | None = None) -> tuple[list[HistoryBranch], list[float]]:
+              branches: list[HistoryBranch] | None = None,
+              text: torch.Tensor | None = None) -> tuple[list[HistoryBranch], list[float]]:
     """Train the branches (by default seeded with `spec.seed`; given ones are trained in place) for
-    `spec.steps` Adam steps on fresh seeded batches. Returns the branches and the loss of every step."""
+    `spec.steps` Adam steps on fresh seeded batches (cut from `text`, 1-D token ids, when `spec.data`
+    is `text`). Returns the branches and the loss of every step."""
     if spec.data not in DATA_KINDS:
         raise CalibrationError(f"calibration data must be one of {', '.join(DATA_KINDS)}, got {spec.data!r}")
+    if (spec.data == "text") != (text is not None):
+        raise CalibrationError("calibration on text needs the text's token ids, and only text calibration takes them")
+    if text is not None and len(text) < spec.seq_len:
+        raise CalibrationError(f"the text has {len(text)} tokens, fewer than one calibration sequence of "
+                               f"{spec.seq_len} (lower --seq-len or give a longer --eval-text)")
     if spec.steps < 1 or spec.window < 1:
         raise CalibrationError(f"calibration needs steps >= 1 and a window >= 1, got {spec.steps} and {spec.window}")
     if spec.seq_len <= spec.window or spec.seq_len < 2 * spec.block_len + spec.window:
@@ -244,7 +256,7 @@ def calibrate(model: LlamaForCausalLM, spec: CalibrationSpec,
     device = model.lm_head.weight.device
     curve = []
     for step in range(spec.steps):
-        ids = calibration_batch(model.config.vocab_size, spec, generator).to(device)
+        ids = calibration_batch(model.config.vocab_size, spec, generator, text).to(device)
         loss = distillation_loss(model, branches, ids, spec.window)
         optimizer.zero_grad()
         loss.backward()

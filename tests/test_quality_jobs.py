@@ -14,7 +14,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from hybench.engine.calibration import CalibrationSpec, HistoryWeightsRef, calibrate, history_weights  # noqa: E402
-from hybench.engine.calibration import save_history_weights  # noqa: E402
+from hybench.engine.calibration import calibration_batch, save_history_weights  # noqa: E402
 from hybench.engine import build_model, resolve_model  # noqa: E402
 from hybench.orchestrator.cli import main  # noqa: E402
 from hybench.queries import catalog  # noqa: E402
@@ -163,8 +163,8 @@ def _bad_inputs(checkpoint, recall_weights, tmp_path) -> list[tuple[list[str], s
     return [
         (["--task", "perplexity", "--model", folder, "--eval-text", text, "--input-lengths", "200"],
          "323 tokens with " + folder + "'s tokenizer, fewer than the 400 needed (--num-prompts 2 x input length 200)"),
-        (["--task", "perplexity", "--eval-text", text], "--task perplexity needs a tokenizer and tiny-recall has "
-         "none (a built-in preset); --task recall needs no tokenizer"),
+        (["--task", "perplexity", "--eval-text", text], "--eval-text needs a tokenizer and tiny-recall has none (a "
+         "built-in preset); --task recall and calibration without --eval-text need none"),
         (["--task", "perplexity"], "--task perplexity needs --eval-text FILE"),
         (["--task", "recall", "--history-weights", recall_weights, "--sliding-window-override", "16"],
          f"--history-weights {recall_weights}: calibrated for window 32, the window asked is 16"),
@@ -254,3 +254,28 @@ def test_tasks_fan_out_in_sweeps_and_sweep_files(tmp_path, recall_weights):
                             if engine == "hybrid" or (config == "full" and task == "throughput")])
     assert {s.history_weights.sha for s in specs if s.config == "hybrid"} == {HistoryWeightsRef.open(recall_weights).sha}
     assert all(s.history_weights is None for s in specs if s.config == "full")
+
+
+def test_calibration_on_text_trains_on_windows_of_the_tokenized_text(checkpoint, tmp_path, capsys):
+    folder, _, text = checkpoint
+    tokens = torch.tensor(text_sequences(EvalTextRef.open(text), folder, 92, 323, 1)[0])
+    spec = CalibrationSpec(window=8, batch=4, seq_len=64, data="text")
+    batch = calibration_batch(92, spec, torch.Generator().manual_seed(0), tokens)
+    for row in batch:  # each row is the text's tokens from some offset on
+        starts = [i for i in range(len(tokens) - 63) if torch.equal(tokens[i:i + 64], row)]
+        assert starts, row
+    output = tmp_path / "h.safetensors"
+    args = ["calibrate", "--model", folder, "--sliding-window-override", "8", "--seq-len", "64", "--batch-size", "2",
+            "--steps", "2", "--no-progress", "--eval-text", text, "--output", str(output)]
+    assert main(args) == 0 and output.exists()
+    capsys.readouterr()
+    short = args[:-1] + [str(tmp_path / "g.safetensors")]
+    short[short.index("64")] = "400"
+    assert main(short) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the text has 323 tokens, fewer than one calibration sequence of 400" in err
+    assert not (tmp_path / "g.safetensors").exists()
+    preset = ["calibrate", "--model", "tiny-recall", "--sliding-window-override", "32", "--eval-text", text,
+              "--output", str(tmp_path / "p.safetensors")]
+    assert main(preset) == 2
+    assert "needs a tokenizer and tiny-recall has none" in capsys.readouterr().err

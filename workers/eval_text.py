@@ -85,15 +85,15 @@ def documents(path: str, data: bytes) -> list[str]:
 
 def model_tokenizer(model: str) -> Any:
     """The model's tokenizer (its folder, the local Hub cache, then the Hub when it answers)."""
-    hint = "--task recall needs no tokenizer"
+    hint = "--task recall and calibration without --eval-text need none"
     if is_local_preset(model):
-        raise EvalTextError(f"--task perplexity needs a tokenizer and {model} has none (a built-in preset); {hint}")
+        raise EvalTextError(f"--eval-text needs a tokenizer and {model} has none (a built-in preset); {hint}")
     try:
         tokenizer = load_tokenizer(model)
     except DatasetError:
         tokenizer = None
     if tokenizer is None:
-        raise EvalTextError(f"--task perplexity needs {model}'s tokenizer, and none is in its folder or reachable "
+        raise EvalTextError(f"--eval-text needs {model}'s tokenizer, and none is in its folder or reachable "
                             f"(offline?); {hint}")
     return tokenizer
 
