@@ -22,7 +22,8 @@ LOGIT_ROWS = 1024  # rows of logits formed at once: 1024 x a 128k vocabulary is 
 
 @dataclass(frozen=True, slots=True)
 class TokenScores:
-    """Entry t scores token t + 1 given tokens 0..t (a sequence of L tokens has L - 1 entries)."""
+    """Entry t scores token t + 1 given tokens 0..t (a sequence of L tokens has L - 1 entries); entries
+    outside the positions asked for are NaN (nll) and False (correct)."""
 
     nll: torch.Tensor  # [L - 1] float32, natural log
     correct: torch.Tensor  # [L - 1] bool: the most likely token was the true one
@@ -44,21 +45,28 @@ def _score_rows(model, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[tor
 
 
 @torch.inference_mode()
-def score_sequences(engine: LLMEngine, sequences: list[list[int]]) -> list[TokenScores]:
-    """Teacher-forced scores of every token of each sequence (each at least 2 tokens long), under the
-    engine's attention config. Each prefill step is timed into `engine.steps` like a benchmark step."""
+def score_sequences(engine: LLMEngine, sequences: list[list[int]],
+                    positions: list[range] | None = None) -> list[TokenScores]:
+    """Teacher-forced scores of the tokens of each sequence (each at least 2 tokens long) at
+    `positions[i]` (default: every position from 1), under the engine's attention config. Only those
+    rows go through the LM head: a task that scores a few tokens of a long sequence (recall) costs
+    one prefill, not a prefill plus the vocabulary projection of every position. Each prefill step is
+    timed into `engine.steps` like a benchmark step."""
     if engine.prefix_cache is not None:
         raise EngineConfigError("teacher-forced scoring needs every position computed: turn prefix caching off")
     if any(len(tokens) < 2 for tokens in sequences):
         raise EngineConfigError("a scored sequence needs at least 2 tokens")
+    positions = positions or [range(1, len(tokens)) for tokens in sequences]
+    if any(r and (r[0] < 1 or r[-1] >= len(tokens) or r.step != 1) for r, tokens in zip(positions, sequences)):
+        raise EngineConfigError("scored positions must be a contiguous range within 1..L-1 of their sequence")
     model, runner, scheduler = engine.model, engine.runner, engine.scheduler
     device = engine.config.device
-    by_id = {}
-    for tokens in sequences:  # one sampled token ends each request right after its prompt
-        seq = engine.add_request(tokens, SamplingParams(1))
-        by_id[seq.request_id] = seq
-    nll_parts: dict[int, list[torch.Tensor]] = {rid: [] for rid in by_id}
-    hit_parts: dict[int, list[torch.Tensor]] = {rid: [] for rid in by_id}
+    wanted_of, nll_of, hit_of = {}, {}, {}
+    for tokens, wanted in zip(sequences, positions):  # one sampled token ends each request right after its prompt
+        rid = engine.add_request(tokens, SamplingParams(1)).request_id
+        wanted_of[rid] = wanted
+        nll_of[rid] = torch.full((len(tokens) - 1,), float("nan"))
+        hit_of[rid] = torch.zeros(len(tokens) - 1, dtype=torch.bool)
     while scheduler.has_work:
         batch = scheduler.schedule()
         work = engine.cost.prefill_flops([(s.num_cached, n) for s, n in zip(batch.seqs, batch.num_new)])
@@ -66,26 +74,33 @@ def score_sequences(engine: LLMEngine, sequences: list[list[int]]) -> list[Token
         runner.copy_rows(batch.restores)
         ids, ctx = runner.prepare_prefill(batch)
         hidden = model.model(ids, ctx)
-        rows, targets, last_rows = [], [], []
+        rows, targets, spans, last_rows = [], [], [], []
         offset = 0
         for seq, n in zip(batch.seqs, batch.num_new):
-            first, end = seq.num_cached, seq.num_cached + n
-            scored = min(end, seq.prompt_len - 1) - first  # the prompt's last token has no next token
-            rows.append(torch.arange(offset, offset + scored))
-            targets.append(torch.tensor(seq.prompt[first + 1:first + 1 + scored], dtype=torch.long))
+            # Row offset + i predicts the token at position num_cached + i + 1.
+            wanted = wanted_of[seq.request_id]
+            lo = max(seq.num_cached + 1, wanted.start)
+            hi = min(seq.num_cached + n + 1, wanted.stop)
+            if lo < hi:
+                rows.append(torch.arange(offset + lo - seq.num_cached - 1, offset + hi - seq.num_cached - 1))
+                targets.append(torch.tensor(seq.prompt[lo:hi], dtype=torch.long))
+                spans.append((seq.request_id, lo, hi))
             last_rows.append(offset + n - 1)
             offset += n
-        nll, correct = _score_rows(model, hidden[torch.cat(rows).to(device)], torch.cat(targets).to(device))
+        if rows:
+            nll, correct = _score_rows(model, hidden[torch.cat(rows).to(device)], torch.cat(targets).to(device))
+            nll, correct = nll.cpu(), correct.cpu()  # reading back synchronises the device before the clock
         sampled = [i for i in range(len(batch.seqs)) if batch.completes_prompt(i)]
         tokens = model.lm_head(hidden[[last_rows[i] for i in sampled]]).argmax(-1).tolist() if sampled else []
-        nll, correct = nll.cpu(), correct.cpu()  # reading back synchronises the device before the clock
+        if device.type == "cuda":  # a step with no scored row and no sampled token reads nothing back
+            torch.cuda.synchronize(device)
         now = time.monotonic_ns()
         engine.steps.append(StepRecord(True, len(batch.seqs), batch.num_tokens, now - start_ns, work))
         offset = 0
-        for seq, part in zip(batch.seqs, rows):
-            nll_parts[seq.request_id].append(nll[offset:offset + len(part)])
-            hit_parts[seq.request_id].append(correct[offset:offset + len(part)])
-            offset += len(part)
+        for rid, lo, hi in spans:
+            nll_of[rid][lo - 1:hi - 1] = nll[offset:offset + hi - lo]
+            hit_of[rid][lo - 1:hi - 1] = correct[offset:offset + hi - lo]
+            offset += hi - lo
         scheduler.postprocess(batch, tokens, now)
         runner.copy_rows(batch.snapshots)
-    return [TokenScores(torch.cat(nll_parts[rid]), torch.cat(hit_parts[rid])) for rid in by_id]
+    return [TokenScores(nll_of[rid], hit_of[rid]) for rid in wanted_of]

@@ -72,3 +72,28 @@ def test_scoring_refuses_prefix_caching_and_one_token_sequences(hf_and_model):
         score_sequences(make_engine(model, "full", enable_prefix_caching=True), [[1, 2, 3]])
     with pytest.raises(EngineConfigError, match="at least 2 tokens"):
         score_sequences(make_engine(model, "full"), [[1]])
+
+
+def test_scoring_some_positions_projects_only_their_rows(hf_and_model):
+    """Recall scores a block of a long sequence: the same numbers as scoring every position, NaN
+    elsewhere, and the LM head sees only those rows (plus one per sequence for its sampled token)."""
+    _, model = hf_and_model
+    sequences = _sequences(model.config.vocab_size)
+    every = score_sequences(make_engine(model, "full", max_num_batched_tokens=37), sequences)
+    positions = [range(30, 45), range(1, 3), range(100, 120)]
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    try:
+        some = score_sequences(make_engine(model, "full", max_num_batched_tokens=37), sequences, positions)
+    finally:
+        hook.remove()
+    assert sum(seen) == sum(len(r) for r in positions) + len(sequences)
+    for got, want, wanted in zip(some, every, positions):
+        index = torch.tensor(list(wanted)) - 1
+        torch.testing.assert_close(got.nll[index], want.nll[index])
+        assert torch.equal(got.correct[index], want.correct[index])
+        outside = torch.ones(len(got.nll), dtype=torch.bool)
+        outside[index] = False
+        assert got.nll[outside].isnan().all() and not got.correct[outside].any()
+    with pytest.raises(EngineConfigError, match="contiguous range"):
+        score_sequences(make_engine(model, "full"), sequences[:1], [range(0, 5)])

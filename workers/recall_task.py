@@ -39,4 +39,4 @@ def recall_work(spec: JobSpec, resolved: ResolvedModel) -> QualityWork:
                         "tokens": len(nll), "nll_sum": nll.double().sum().item(), "correct": int(correct.sum().item())})
         return out
 
-    return QualityWork([seq.tokens for _, _, seq in cases], rows)
+    return QualityWork([seq.tokens for _, _, seq in cases], rows, [seq.scored_positions for _, _, seq in cases])
