@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hybench.orchestrator.bench_cli import add_bench_parser
     from hybench.orchestrator.calibrate_cli import add_calibrate_parser
     from hybench.orchestrator.data_cli import add_data_parser
+    from hybench.orchestrator.index_cli import add_index_parser
     from hybench.orchestrator.sweep_cli import add_submit_parser, add_sweep_parser
     from hybench.queries.cli import add_query_parser, add_report_parser
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit_parser(sub)
     add_report_parser(sub)
     add_query_parser(sub)
+    add_index_parser(sub)
     add_calibrate_parser(sub)
     return parser
 

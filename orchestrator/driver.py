@@ -23,6 +23,7 @@ from ray._private import ray_constants
 from ray.exceptions import RayError, RayTaskError
 from tqdm import tqdm
 
+from hybench.orchestrator.index_cli import refresh_index
 from hybench.orchestrator.sweep import SweepError
 from hybench.workers.actor import FORWARDED_ENV, RemoteJobWorker
 from hybench.workers.job import job_key, prepare
@@ -78,13 +79,13 @@ def run_sweep(specs: list[JobSpec], options: DriverOptions) -> SweepSummary:
     done = store.completed_job_ids()
     todo = [spec for spec in specs if spec.job_id not in done]
     summary = SweepSummary(jobs=len(specs), skipped=len(specs) - len(todo))
-    if not todo:
-        return summary
-    if options.address is None:
-        for spec in todo:  # every user mistake surfaces before anything runs
-            prepare(spec)
-    with ray_session(options.address):
-        _Loop(todo, store, options, summary).run()
+    if todo:
+        if options.address is None:
+            for spec in todo:  # every user mistake surfaces before anything runs
+                prepare(spec)
+        with ray_session(options.address):
+            _Loop(todo, store, options, summary).run()
+    refresh_index(store, "hybench sweep", options.progress)
     return summary
 
 

@@ -139,12 +139,14 @@ def test_killed_workers_leave_quality_rows_exactly_once(cluster, chaos, tmp_path
     assert sum(s.task == "recall" for s in specs) == len(specs) // 2 == 3 * len(lengths)
     args = [*CHAOS_ARGS, "--windows", "16", "--input-lengths", ",".join(map(str, lengths)), "--tasks",
             "throughput,recall"]
-    chaos.set(write_delay_s=0.02)
+    # Each file's write lasts 0.1 s, so a job lasts 0.4 s at least however fast the machine: the sweep
+    # outlives three kills on a quiet machine too, and kills land inside writes.
+    chaos.set(write_delay_s=0.1)
     proc = start_cli("sweep", *args, "--results", results, "--address", cluster.address, "--max-retries", "50")
     store = ResultStore(results)
-    killer = WorkerKiller(cluster, seed=11, interval=(0.8, 2.0), max_kills=6)
+    killer = WorkerKiller(cluster, seed=11, interval=(0.5, 1.2), max_kills=6)
     try:
-        wait_until(lambda: len(store.completed_job_ids()) >= 3, 120, proc)
+        wait_until(lambda: len(store.completed_job_ids()) >= 1, 120, proc)
         killer.start()
         out, _ = proc.communicate(timeout=600)
     finally:

@@ -104,14 +104,14 @@ def test_a_store_that_cannot_be_written_is_one_clear_error(tmp_path):
 
 
 class _VanishingEntries:
-    """A filesystem whose listing fails `failures` times with ENOENT, as a walk does when a writer
-    renames an entry under it, then lists normally."""
+    """A filesystem whose listing of a table fails `failures` times with ENOENT, as a walk does when a
+    writer renames an entry under it, then lists normally."""
 
     def __init__(self, fs, failures: int) -> None:
         self.fs, self.failures = fs, failures
 
     def get_file_info(self, selector):
-        if self.failures:
+        if self.failures and selector.recursive:  # a table's walk (the index's listing is one level)
             self.failures -= 1
             raise FileNotFoundError(errno.ENOENT, "Cannot list directory", selector.base_dir)
         return self.fs.get_file_info(selector)

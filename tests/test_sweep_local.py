@@ -35,6 +35,10 @@ def test_local_sweep_writes_each_job_once_and_a_rerun_skips_it(finished):
     rows = table_rows(finished, "jobs")
     assert {r["status"] for r in rows} == {"ok"} and len({r["sweep_id"] for r in rows}) == 1
     assert {(r["config"], r["window"]) for r in rows} == {("full", 16), ("sliding", 16), ("hybrid", 16)}
+    # The sweep indexed what it wrote: readers of the store open the index, not each file.
+    scanned = ResultStore(finished).scan()
+    assert sum(len(good) for good, _ in scanned.values()) == 24
+    assert all(stored.segment is not None for good, _ in scanned.values() for stored in good)
 
     mtimes = {p: os.stat(os.path.join(d, p)).st_mtime_ns for d, _, fs in os.walk(finished) for p in fs}
     again = run_cli("sweep", *TINY_ARGS, "--results", finished)

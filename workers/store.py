@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -34,6 +35,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from hybench.workers.job_spec import partition_folders
+from hybench.workers.store_index import FILE_COLUMN, MAX_SEGMENTS, Stamp, StoreIndex
+from hybench.workers.store_rows import read_rows
 
 try:
     import fcntl
@@ -45,6 +48,7 @@ REMOTE_ANSWER_S = 30.0  # how long a remote store may take to answer its first q
 SUCCESS_SUFFIX = "._SUCCESS"
 ATTEMPT_KEY = b"hybench.attempt"  # Parquet key-value metadata: the attempt that wrote the file
 STALE_TEMP_S = 24 * 3600  # a temporary file this old, or of a dead writer on this host, is garbage
+COMBINE_PIECES = 1000  # indexing many files: their rows are combined into one table this often
 LIST_ATTEMPTS = 3  # object store listings retried when a concurrent writer renames an entry under the walk
 _LINK = "a symbolic link (links inside the store are not followed)"
 _UNREADABLE = "does not read back (truncated, or being written)"
@@ -80,6 +84,9 @@ class StoredFile:
     path: str
     attempt: str | None = None  # set by valid_files: the attempt that wrote it (None: an older file)
     problem: str | None = None  # why readers skip it (a symbolic link, unreadable), None when it is fine
+    stamp: Stamp | None = None  # size, mtime, inode as listed: the index trusts an entry only while they match
+    segment: str | None = None  # set by valid_files: the index segment that holds its rows, if any
+    status: str | None = None  # set by valid_files for jobs files: the status of their row
 
 
 class ResultStore:
@@ -276,15 +283,17 @@ class ResultStore:
                     raise StoreError(f"cannot list {self.display(self.table_root(table))}: {exc}") from None
             except OSError as exc:
                 raise StoreError(f"cannot list {self.display(self.table_root(table))}: {exc}") from None
-        names = {info.path for info in infos if info.type == pafs.FileType.File}
+        files = {info.path: info for info in infos if info.type == pafs.FileType.File}
         out = []
-        for path in sorted(names):
+        for path in sorted(files):
             base = posixpath.basename(path)
             if base.startswith(".") or not base.endswith(".parquet"):
                 continue
-            if path[: -len(".parquet")] + SUCCESS_SUFFIX not in names:
+            if path[: -len(".parquet")] + SUCCESS_SUFFIX not in files:
                 continue
-            out.append(StoredFile(table, base[: -len(".parquet")], path))
+            info = files[path]
+            stamp = None if info.mtime_ns is None else (info.size, info.mtime_ns, 0)
+            out.append(StoredFile(table, base[: -len(".parquet")], path, stamp=stamp))
         return out
 
     def _local_files(self, table: str) -> list[StoredFile]:
@@ -313,7 +322,9 @@ class ResultStore:
                     elif entry.is_dir(follow_symlinks=False):
                         pending.append(entry.path)
                     elif entry.name.endswith(".parquet"):
-                        out.append(StoredFile(table, entry.name[: -len(".parquet")], entry.path))
+                        stat = entry.stat(follow_symlinks=False)
+                        out.append(StoredFile(table, entry.name[: -len(".parquet")], entry.path,
+                                              stamp=(stat.st_size, stat.st_mtime_ns, stat.st_ino)))
                 except FileNotFoundError:
                     continue
         return sorted(out, key=lambda stored: stored.path)
@@ -329,20 +340,42 @@ class ResultStore:
     def is_readable(self, path: str) -> bool:
         return self._footer(path) is not None
 
+    def relative(self, path: str) -> str:
+        """A path below the root, as the index names it."""
+        return path[len(self.root) + 1:]
+
+    def load_index(self) -> StoreIndex:
+        return StoreIndex.load(self.fs, self.root, self.is_local)
+
+    def scan(self, tables: tuple[str, ...] = TABLES,
+             index: StoreIndex | None = None) -> dict[str, tuple[list[StoredFile], list[StoredFile]]]:
+        """(readable, unreadable) files of each table; readers use the first and report the second. A file
+        the index holds, unchanged, is taken from it; any other has its footer read (and a jobs file its
+        status), one open each."""
+        index = self.load_index() if index is None else index
+        out = {}
+        for table in tables:
+            good, bad = [], []
+            for stored in self.files(table):
+                if stored.problem is not None:
+                    bad.append(stored)
+                    continue
+                entry = index.lookup(table, self.relative(stored.path), stored.stamp)
+                if entry is not None:
+                    good.append(StoredFile(table, stored.job_id, stored.path, entry.attempt, None, stored.stamp,
+                                           entry.segment, entry.status))
+                    continue
+                readable, attempt, status = self._head(stored.path, with_status=table == "jobs")
+                if not readable:
+                    bad.append(StoredFile(table, stored.job_id, stored.path, problem=_UNREADABLE))
+                    continue
+                good.append(StoredFile(table, stored.job_id, stored.path, attempt, None, stored.stamp, None, status))
+            out[table] = good, bad
+        return out
+
     def valid_files(self, table: str) -> tuple[list[StoredFile], list[StoredFile]]:
         """(readable, unreadable) files of a table; readers use the first and report the second."""
-        good, bad = [], []
-        for stored in self.files(table):
-            if stored.problem is not None:
-                bad.append(stored)
-                continue
-            footer = self._footer(stored.path)
-            if footer is None:
-                bad.append(StoredFile(stored.table, stored.job_id, stored.path, problem=_UNREADABLE))
-                continue
-            attempt = (footer.metadata or {}).get(ATTEMPT_KEY)
-            good.append(StoredFile(stored.table, stored.job_id, stored.path, attempt and attempt.decode()))
-        return good, bad
+        return self.scan((table,))[table]
 
     def _ok_attempt(self, partition: dict, job_id: str) -> str | None:
         """The attempt of the job's complete ok result on disk (jobs row ok, every other table of the same
@@ -353,35 +386,105 @@ class ResultStore:
         attempts = {(footer.metadata or {}).get(ATTEMPT_KEY) for footer in footers.values()}
         if len(attempts) != 1 or None in attempts:
             return None
-        _, status = self._attempt_and_status(self.job_path("jobs", partition, job_id))
-        return attempts.pop().decode() if status == ["ok"] else None
+        _, _, status = self._head(self.job_path("jobs", partition, job_id), with_status=True)
+        return attempts.pop().decode() if status == "ok" else None
 
     def completed_job_ids(self, statuses: tuple[str, ...] = ("ok",)) -> set[str]:
         """Ids of jobs whose jobs row reads back with one of `statuses` and whose other tables' files
         read back too, written by the same attempt: those a re-run skips."""
-        attempts = {table: {f.job_id: f.attempt for f in self.valid_files(table)[0]} for table in TABLES[:-1]}
+        found = self.scan()
+        attempts = {table: {f.job_id: f.attempt for f in found[table][0]} for table in TABLES[:-1]}
         done = set()
-        for stored in self.files("jobs"):
-            if stored.problem is not None or any(stored.job_id not in by_job for by_job in attempts.values()):
-                continue
-            attempt, status = self._attempt_and_status(stored.path)
-            if attempt is None or any(by_job.get(stored.job_id, "") != attempt for by_job in attempts.values()):
+        for stored in found["jobs"][0]:
+            if stored.attempt is None or any(by_job.get(stored.job_id, "") != stored.attempt
+                                             for by_job in attempts.values()):
                 continue  # a file missing, or of another attempt: that attempt's jobs row is yet to come, or lost
-            if status and status[0] in statuses:
+            if stored.status in statuses:
                 done.add(stored.job_id)
         return done
 
-    def _attempt_and_status(self, path: str) -> tuple[str | None, list]:
-        """The attempt and status column of a jobs file, from one open (ParquetFile, not read_table: the
-        dataset machinery of read_table costs a few ms a file, which a 10,000-job done-check feels);
-        (None, []) when it does not read back."""
+    def _head(self, path: str, with_status: bool) -> tuple[bool, str | None, str | None]:
+        """Whether the file reads back, its attempt and (with_status: a jobs file) its row's status, from
+        one open (ParquetFile, not read_table: the dataset machinery of read_table costs a few ms a file,
+        which a 10,000-job done-check feels)."""
         try:
             with self.fs.open_input_file(path) as fh:
                 parquet = pq.ParquetFile(fh)
                 attempt = (parquet.metadata.metadata or {}).get(ATTEMPT_KEY)
-                return attempt and attempt.decode(), parquet.read(columns=["status"]).column("status").to_pylist()
+                status = None
+                if with_status and "status" in parquet.schema_arrow.names:
+                    statuses = parquet.read(columns=["status"]).column("status").to_pylist()
+                    status = statuses[0] if statuses else None
+                return True, attempt and attempt.decode(), status
         except (OSError, pa.ArrowInvalid):
-            return None, []
+            return False, None, None
+
+    # -- the index ---------------------------------------------------------------------------
+    def refresh_index(self, progress: Callable[[list[StoredFile]], Iterable[StoredFile]] = iter) -> int:
+        """Index the result files the index does not hold yet (read as the readers read them; a file
+        that does not fit is left for them to name), and merge the segments into one when there are more
+        than MAX_SEGMENTS. Returns how many files were added. Safe beside writers, readers and another
+        refresh: see store_index.py."""
+        index = self.load_index()
+        listed = [stored for good, _ in self.scan(index=index).values() for stored in good]
+        rows, manifest = self._read_for_index([s for s in listed if s.segment is None and s.stamp], progress)
+        added = len(manifest)
+        merged = (self._indexed_rows(index, [s for s in listed if s.segment is not None])
+                  if len(index.segments) + bool(added) > MAX_SEGMENTS else None)
+        if merged is not None:
+            for table, pieces in merged[0].items():
+                rows[table] += pieces
+            manifest += merged[1]
+        if manifest:
+            index.write_segment(self._put, rows, manifest)
+        index.remove([*index.abandoned(), *(index.segments if merged is not None else ())], self.is_local)
+        return added
+
+    def _read_for_index(self, files: list[StoredFile], progress) -> tuple[dict[str, list[pa.Table]], list[dict]]:
+        rows: dict[str, list[pa.Table]] = {table: [] for table in TABLES}
+        manifest = []
+        for stored in progress(files):
+            data = read_rows(self.fs, self.table_root(stored.table), stored.table, stored.path)
+            if isinstance(data, str):
+                continue
+            name = self.relative(stored.path)
+            pieces = rows[stored.table]
+            pieces.append(data.append_column(FILE_COLUMN, pa.array([name] * data.num_rows, pa.string())))
+            if len(pieces) >= COMBINE_PIECES:  # thousands of small tables cost far more memory than one
+                rows[stored.table] = [pa.concat_tables(pieces, promote_options="permissive").combine_chunks()]
+            manifest.append(_manifest_row(stored, name))
+        return rows, manifest
+
+    def _indexed_rows(self, index: StoreIndex,
+                      files: list[StoredFile]) -> tuple[dict[str, list[pa.Table]], list[dict]] | None:
+        """The index's rows of `files` (unchanged on disk), to merge into one segment; None when a segment
+        went away under us (another refresh merged it): then this one does not merge."""
+        rows: dict[str, list[pa.Table]] = {table: [] for table in TABLES}
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for stored in files:
+            wanted.setdefault((stored.segment, stored.table), set()).add(self.relative(stored.path))
+        for (segment, table), names in wanted.items():
+            data = index.rows(table, segment, names, keep_file=True)
+            if data is None:
+                return None
+            rows[table].append(data)
+        return rows, [_manifest_row(stored, self.relative(stored.path)) for stored in files]
+
+    def _put(self, path: str, data: pa.Table) -> None:
+        """Write a file of the store's own (its index) atomically, as result files are written."""
+        try:
+            if self.is_local:
+                self._write_local(path, data)
+            else:
+                self._write_object(path, data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.display(path)}: {exc}") from None
+
+
+def _manifest_row(stored: StoredFile, name: str) -> dict:
+    size, mtime_ns, ino = stored.stamp
+    return dict(table=stored.table, file=name, size=size, mtime_ns=mtime_ns, ino=ino, attempt=stored.attempt,
+                status=stored.status)
 
 
 def _is_stale(path: str, match: re.Match) -> bool:

@@ -1,6 +1,11 @@
-"""Time `hybench report`, the shipped queries and the sweep's done-check over a synthetic store of N jobs
-(one requests file of 10 requests and one jobs row each, written by ResultStore.write_result as workers
-write them), with each command's wall time and peak memory (ru_maxrss of its process).
+"""Time `hybench index`, the sweep's done-check, the shipped queries and `hybench report` over a synthetic
+store of N jobs (one requests file of 10 requests and one jobs row each, written by ResultStore.write_result
+as workers write them), with each command's wall time and peak memory (ru_maxrss of its process).
+
+The store is built without an index, as an older hybench or killed sweeps leave it: the first
+`hybench index` reads every file once; the commands after it read the index. Then `--add` more jobs
+are written and indexed, as a sweep's end does for the jobs it ran, and the done-check timed again.
+With `--no-index` the index is deleted first and never built: every command reads every file.
 
     .venv/bin/python docs/benchmarks/store_scale.py --jobs 10000 --store /tmp/scale-store
 """
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,13 +21,14 @@ import time
 
 from hybench.workers.records import result_tables
 from hybench.workers.store import ResultStore
+from hybench.workers.store_index import INDEX_DIR
 
 CONFIGS = ("full", "sliding", "hybrid")
 
 
-def build(root: str, jobs: int) -> None:
+def build(root: str, jobs: int, first: int = 0) -> None:
     store = ResultStore(root)
-    for index in range(jobs):
+    for index in range(first, first + jobs):
         config, input_len = CONFIGS[index % 3], 256 * (1 + index // 3 % 16)
         job_id = f"job{index:06d}"
         key = dict(job_id=job_id, sweep_id=f"s{index // 480}", model="org/model", config=config, window=512,
@@ -52,20 +59,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10000, help="jobs in the synthetic store (when it is built)")
     parser.add_argument("--store", default="/tmp/hybench-scale-store", help="built here unless it holds results")
+    parser.add_argument("--add", type=int, default=30, help="jobs written after the first index, then indexed")
+    parser.add_argument("--no-index", action="store_true", help="delete the store's index and time without one")
     args = parser.parse_args()
     if not os.path.isdir(os.path.join(args.store, "jobs")):
         began = time.monotonic()
         build(args.store, args.jobs)
         print(f"built {args.jobs} jobs in {time.monotonic() - began:.0f} s: {args.store}")
+    shutil.rmtree(os.path.join(args.store, INDEX_DIR), ignore_errors=True)
     hybench = [sys.executable, "-m", "hybench.orchestrator.cli"]
+    index = [*hybench, "index", "--results-dir", args.store, "--no-progress"]
     done_check = [sys.executable, "-c", "import sys; from hybench.workers.store import ResultStore; "
                   "print(len(ResultStore(sys.argv[1]).completed_job_ids()))", args.store]
-    commands = {"done-check": done_check,
+    commands = {"index (every file)": index, "done-check": done_check,
                 "query --name latency": [*hybench, "query", "--results-dir", args.store, "--name", "latency"],
                 "query --name throughput": [*hybench, "query", "--results-dir", args.store, "--name", "throughput"],
                 "report": [*hybench, "report", "--results-dir", args.store, "--output-dir",
                            os.path.join(args.store, "..", "scale-plots"), "--format", "svg"]}
+    if args.no_index:
+        del commands["index (every file)"]
     for name, argv in commands.items():
+        seconds, gib = timed(argv)
+        print(f"{name:26s} {seconds:7.1f} s  peak {gib:5.2f} GiB")
+    if args.no_index or not args.add:
+        return
+    build(args.store, args.add, first=len(ResultStore(args.store).files("jobs")))
+    for name, argv in {f"index (+{args.add} jobs)": index, "done-check again": done_check}.items():
         seconds, gib = timed(argv)
         print(f"{name:26s} {seconds:7.1f} s  peak {gib:5.2f} GiB")
 
