@@ -209,9 +209,11 @@ def add_bench_flags(parser: argparse.ArgumentParser, required: tuple[str, ...] =
         )
 
 
-def add_sweep_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+def add_sweep_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any],
+                    notes: dict[str, str] | None = None) -> None:
     """Every bench flag as a comma-separated list (switches take true,false lists too).
-    `defaults` overrides the seed defaults (the sweep's no-argument run is small)."""
+    `defaults` overrides the seed defaults (the sweep's no-argument run is small); `notes` end the help
+    of a flag whose default depends on other flags."""
     for flag in FLAGS:
         names = [flag.flag] + ([flag.sweep_name] if flag.sweep_name else [])
         default = defaults.get(flag.spec_field, flag.default)
@@ -223,7 +225,8 @@ def add_sweep_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -
             type=_list_parser(flag),
             default=default,
             metavar=flag.metavar or "V,V,...",
-            help=flag.help + ("" if default is None else f" (default: {_show(default)})"),
+            help=flag.help + ("" if default is None else
+                              f" (default: {_show(default)}{(notes or {}).get(flag.spec_field, '')})"),
         )
 
 

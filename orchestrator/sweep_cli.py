@@ -22,7 +22,7 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         "sweep", help="run model x config x window x input length (x engine x task) on Ray actors, one per GPU",
         description="Expand the sweep into jobs (the cartesian product of every list; --tasks adds quality jobs, "
         "perplexity and recall, beside throughput ones), skip the jobs whose ok result is already in the store, run the rest on Ray actors (one per GPU, or CPU actors where there is "
-        "no GPU), then write the report. With no arguments: a quick sweep of the tiny preset on this machine.",
+        "no GPU), then write the report. With no arguments: a quick sweep of the tiny-recall preset on this machine, throughput and recall jobs side by side.",
     )
     parser.add_argument("sweep_file", nargs="?", metavar="SWEEP_FILE",
                         help="YAML file with the flags' names as keys (models, configs, windows, input_lengths, "

@@ -14,9 +14,10 @@ from hybench.queries.errors import QueryError
 from hybench.queries.formats import PLOT_FORMATS
 from hybench.queries.plots import draw_report_figures
 from hybench.queries.store_views import Names, Selection, Side, open_views, print_skipped, sides
-from hybench.queries.summary import TABLE_QUERIES, render_summary
+from hybench.queries.quality_plots import draw_quality_figures
+from hybench.queries.summary import QUALITY_QUERIES, TABLE_QUERIES, render_summary
 
-_REPORT_QUERIES = ("cells", "totals", "config_ratios", "failures", "environment", *TABLE_QUERIES)
+_REPORT_QUERIES = ("cells", "totals", "config_ratios", "failures", "environment", *TABLE_QUERIES, *QUALITY_QUERIES)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ def write_report(results_uri: str, output_dir: str, fmt: str = "png", *, sweep: 
         os.makedirs(output_dir, exist_ok=True)
         figures = draw_report_figures([(r.side.label, r.rows("cells")) for r in results], output_dir, fmt,
                                       comparison[0].to_pylist() if comparison else None)
+        for r in results:  # what each layout keeps, per side: quality has no B / A figure
+            figures += draw_quality_figures(r.rows("perplexity"), r.rows("recall"), r.rows("cells"), output_dir, fmt,
+                                            suffix=f"_{r.side.name}" if r.side.name else "")
         path = os.path.join(output_dir, "summary.md")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(render_summary(results, figures, comparison))

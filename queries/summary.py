@@ -12,6 +12,7 @@ from hybench.queries import catalog
 from hybench.queries.cells import VARIANT, by_variant, variant_title, varying
 from hybench.queries.findings import comparison_findings, data_notes, findings
 from hybench.queries.formatting import cell_text, markdown_table
+from hybench.queries.quality_findings import quality_findings
 
 if TYPE_CHECKING:
     from hybench.queries.plots import Drawn
@@ -26,6 +27,7 @@ OFFLINE_LATENCY = (
 # The per-cell tables, in the order the summary shows them.
 TABLE_QUERIES = ("throughput", "latency", "token_latency", "prefix_caching", "memory", "utilization", "efficiency",
                  "status")
+QUALITY_QUERIES = ("recall", "perplexity")  # shown where quality jobs ran
 
 
 def render_summary(results: list[SideResults], figures: list[Drawn],
@@ -41,6 +43,7 @@ def render_summary(results: list[SideResults], figures: list[Drawn],
         if len(results) > 1:
             lines += [f"### {r.side.label}", ""]
         lines += (findings(r.rows("cells"), r.rows("config_ratios"), r.rows("prefix_caching"))
+                  + quality_findings(r.rows("perplexity"), r.rows("recall"), r.rows("cells"))
                   or ["- No cell has results yet."])
         lines += ["", "Notes on the data:", ""]
         notes = data_notes(r.rows("cells"), r.rows("totals")[0], r.skipped, r.duplicated_jobs, r.nan_values)
@@ -57,6 +60,9 @@ def render_summary(results: list[SideResults], figures: list[Drawn],
         lines += [f"![{title}]({name})" if not name.endswith(".pdf") else f"- [{title} (PDF)]({name})", ""]
     for name in TABLE_QUERIES:
         lines += _section(name, results)
+    for name in QUALITY_QUERIES:
+        if any(r.rows(name) for r in results):
+            lines += _whole_table(name, name.capitalize(), results)
     if comparison:
         lines += ["## Comparison: B against A", "",
                   f"A: {results[0].side.description}; B: {results[1].side.description}. "

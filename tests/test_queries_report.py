@@ -273,7 +273,7 @@ def test_report_of_100k_requests_takes_seconds(tmp_path):
 
 def test_quality_jobs_leave_the_throughput_report_as_it_was(tmp_path):
     """Quality jobs (no requests, a quality table) in a throughput store: the same cells, and the same
-    summary apart from the environment's job count."""
+    summary apart from the environment's job count and the quality findings, figures and tables."""
     synthetic = build_store(str(tmp_path / "store"))
     before = open(write_report(synthetic.root, str(tmp_path / "before"), "svg"), encoding="utf-8").read()
     with open_views(Selection(synthetic.root)) as views:
@@ -293,6 +293,24 @@ def test_quality_jobs_leave_the_throughput_report_as_it_was(tmp_path):
     with open_views(Selection(synthetic.root)) as views:
         assert views.table("SELECT * FROM cells ORDER BY ALL").to_pylist() == cells_before
         assert views.table("SELECT count(*) AS n FROM quality").to_pylist() == [{"n": 6}]
-    assert len(before.splitlines()) == len(after.splitlines())
-    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert "- Recall, " in after and "(recall_vs_distance.svg)" in after and "## Recall" in after
+    before, after = _lines(before), _without_quality(after)
+    assert len(before) == len(after)
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
     assert len(changed) == 1 and "| 9 |" in changed[0][0] and "| 12 |" in changed[0][1], changed  # environment
+
+
+def _lines(summary: str) -> list[str]:
+    return [line for line in summary.splitlines() if line]
+
+
+def _without_quality(summary: str) -> list[str]:
+    """The summary without what quality jobs add: their findings, figures and tables."""
+    out, skipping = [], False
+    for line in _lines(summary):
+        if line.startswith("## "):
+            skipping = line in ("## Recall", "## Perplexity")
+        if not (skipping or line.startswith(("- Recall,", "- Perplexity,"))
+                or any(f"({name}.svg)" in line for name in ("recall_vs_distance", "perplexity_vs_position", "cost_quality"))):
+            out.append(line)
+    return out

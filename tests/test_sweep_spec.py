@@ -23,34 +23,43 @@ def _specs(argv: list[str], repeats: str | None = "1"):
     return expand(resolve({name: getattr(args, name) for name in SETTINGS}, args.sweep_file))
 
 
-def test_no_arguments_is_the_quick_tiny_sweep():
+def test_no_arguments_is_the_quick_demo_sweep():
     runs = _specs([], repeats=None)
-    assert len(runs) == 3 * 3 * 4 and {s.num_benchmark_iters for s in runs} == {1}
-    # Round by round: every job once, then every job again; each run its own job, ids stable from the first.
-    assert [s.repeat for s in runs] == [0] * 12 + [1] * 12 + [2] * 12
-    assert [s.job_id for s in runs[:12]] == [s.job_id for s in _specs([])]
-    assert len({s.job_id for s in runs}) == 36
-    assert all(dataclasses.replace(a, repeat=0) == b for a, b in zip(runs[12:24], runs[:12]))
-    specs = runs[:12]
-    assert {s.model for s in specs} == {"tiny-llama"} and {s.window for s in specs} == {256}
-    assert {s.config for s in specs} == {"full", "sliding", "hybrid"}
-    assert sorted({s.input_len for s in specs}) == [256, 512, 1024, 2048]  # longer than the window
+    throughput = [s for s in runs if s.task == "throughput"]
+    recall = [s for s in runs if s.task == "recall"]
+    assert len(throughput) == 3 * 3 * 4 and len(recall) == 3 * 4 and len(runs) == 48
+    assert {s.num_benchmark_iters for s in runs} == {1}
+    # Round by round: every job once, then every throughput job again (a quality job scores fixed
+    # sequences: once); each run its own job, ids stable from the first.
+    assert [s.repeat for s in runs] == [0] * 24 + [1] * 12 + [2] * 12 and {s.repeat for s in recall} == {0}
+    assert [s.job_id for s in runs[:24]] == [s.job_id for s in _specs([])]
+    assert len({s.job_id for s in runs}) == 48
+    assert all(dataclasses.replace(a, repeat=0) in runs[:24] for a in runs[24:])
+    specs = runs[:24]
+    assert {s.model for s in specs} == {"tiny-recall"} and {s.window for s in specs} == {32}
+    assert {(s.config, s.task) for s in specs} == {(c, t) for c in ("full", "sliding", "hybrid")
+                                                    for t in ("throughput", "recall")}
+    assert sorted({s.input_len for s in specs}) == [128, 256, 512, 1024]  # longer than the window
     assert len({s.sweep_id for s in specs}) == 1 and specs[0].sweep_id.startswith("sweep-")
     assert [s.job_id for s in specs] == [s.job_id for s in _specs([])]  # deterministic, so re-runs resume
+    # A model of the user's runs throughput jobs unless --tasks says otherwise; so do explicit --tasks.
+    assert {s.task for s in _specs(["--models", "tiny-llama"])} == {"throughput"}
+    assert {s.task for s in _specs(["--tasks", "throughput"])} == {"throughput"}
 
 
 def test_lists_fan_out_and_full_runs_once_per_cell():
-    specs = _specs(["--configs", "full,sliding,hybrid", "--windows", "1024,2048", "--input-lengths", "512,4096",
+    specs = _specs(["--models", "tiny-llama", "--configs", "full,sliding,hybrid", "--windows", "1024,2048",
+                    "--input-lengths", "512,4096",
                     "--output-lens", "8,16", "--seed", "1,2"])
     # sliding and hybrid: 2 windows each; full ignores the window: once, under the first one
     assert len(specs) == (2 + 2 + 1) * 2 * 2 * 2
     assert {s.window for s in specs if s.config == "full"} == {1024}
     assert len({s.job_id for s in specs}) == len(specs)
-    assert len(_specs(["--input-lengths", "64,64,32"])) == 3 * 2  # a repeated value is one job
+    assert len(_specs(["--models", "tiny-llama", "--input-lengths", "64,64,32"])) == 3 * 2  # a repeated value: one job
 
 
 def test_hf_peer_runs_the_full_config_only():
-    specs = _specs(["--engines", "hybrid,hf", "--input-lengths", "64"])
+    specs = _specs(["--models", "tiny-llama", "--engines", "hybrid,hf", "--input-lengths", "64"])
     assert sorted((s.engine, s.config) for s in specs) == [
         ("hf", "full"), ("hybrid", "full"), ("hybrid", "hybrid"), ("hybrid", "sliding")]
 
@@ -96,7 +105,7 @@ def test_bad_sweep_file_is_one_line_naming_the_field(tmp_path, monkeypatch, caps
 
 @pytest.mark.parametrize("argv,message", [
     (["--windows", "-4"], "--windows must be at least 1, got -4"),
-    (["--input-lengths", "40000"], "exceeds the 32768 positions tiny-llama supports"),
+    (["--input-lengths", "40000"], "exceeds the 2048 positions tiny-recall supports"),
     (["--models", "no-such-model"], "unknown model 'no-such-model'"),
     (["--gpus-per-worker", "-1"], "gpus_per_worker must be >= 0"),
     (["missing.yaml"], "cannot read sweep file missing.yaml"),

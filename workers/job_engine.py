@@ -60,6 +60,7 @@ def engine_fields(job: PreparedJob, engine: LLMEngine, measured_steps: list[Step
         "kv_capacity_seqs": engine.plan.fit,
         "max_running": peak_rows,
         "kv_capacity_tokens": config.kv_capacity,
+        "vocab_size": model.config.vocab_size,
         "decode_bw_gbs": decode_bw or None,
         "prefill_tflops": prefill_tflops or None,
         "peak_bw_gbs": peak_bw,

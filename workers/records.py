@@ -126,6 +126,7 @@ JOBS_SCHEMA = pa.schema(
         ("eval_text", pa.string()),  # path of the --eval-text file (perplexity); its sha256 is in the job id
         ("eval_text_sha256", pa.string()),
         ("history_weights", pa.string()),  # path of the --history-weights file; its hash is in ssm_init
+        ("vocab_size", pa.int64()),  # the model's: a uniform guess scores ln(vocab_size) nats, chance 1/vocab_size
     ]
     + [("repeat", pa.int64())]  # which run of an identical job (sweep --repeats), 0 for the first
 )
