@@ -24,7 +24,7 @@ from hybench.workers.job_spec import JobSpec
 # (shorter than every input, so the three configs differ), few prompts and short outputs, and three
 # measured iterations per cell (the fewest that give each figure an interval), one in each of three runs
 # of its job (--repeats, a run option below), so that the interval holds what varies between jobs; with
-# the default model, recall jobs run beside the throughput jobs (DEMO_TASKS). It ends in about a minute
+# the default model, recall jobs run beside the throughput jobs (DEMO_TASKS). It ends within a minute
 # on a CPU.
 SWEEP_DEFAULTS: dict[str, tuple] = {
     "model": ("tiny-recall",),
