@@ -70,8 +70,9 @@ class Attention(nn.Module):
         if self.history is not None:
             dt_all = _assemble(cache.dt.view(-1, self.num_kv_heads), dt, meta, total)
             init = torch.where(meta.has_state[:, None, None, None], cache.state[meta.rows], 0.0)
-            y, final = layout.ssm.scan(v_all[meta.hist_src], k_all[meta.hist_src], q, dt_all[meta.hist_src],
-                                       self.history.A, meta, init)
+            branch = self.history
+            y, final = layout.ssm.scan(v_all[meta.hist_src], branch.map_keys(k_all[meta.hist_src]),
+                                       branch.map_queries(q), dt_all[meta.hist_src], branch.A, meta, init)
             cache.state[meta.rows] = final
             out = self.history.mix(out, y)
             cache.write_dt(meta.write_dst, dt[meta.write_src])
@@ -85,7 +86,7 @@ class Attention(nn.Module):
         # write replaces it with this step's key and value.
         history = None
         if self.history is not None:
-            history = layout.ssm.step(cache, meta, self.history, x, q), self.history.gate
+            history = layout.ssm.step(cache, meta, self.history, x, self.history.map_queries(q)), self.history.gate
         return layout.attn.decode(q, k, v, cache, meta, self.scale, history)
 
 

@@ -1,7 +1,8 @@
 """Calibrating the hybrid layer's history branch by layer-wise distillation from full attention.
 
 A seeded branch adds noise to the window on a pretrained model. Calibration trains only the branch
-(dt projection and bias, A_log, gate; the base weights stay frozen) so that, on the same layer
+(dt projection and bias, A_log, gate, and with `maps` its identity-initialised key and query maps;
+the base weights stay frozen) so that, on the same layer
 input, each hybrid layer's output (window attention + gated history, after o_proj) matches the
 full-attention layer's output. No labels are needed: the layer inputs come from the full model run
 on random-token sequences, or on recall-style block-filler-block sequences that put the copied
@@ -49,6 +50,7 @@ class CalibrationSpec:
     lr: float = 3e-2
     data: str = "recall"  # random | recall | text
     block_len: int = 16
+    maps: bool = False  # also train identity-initialised key and query maps (HistoryBranch.enable_maps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +176,8 @@ def _history(branch: HistoryBranch, h, q, k, v, window: int) -> torch.Tensor:
         return t.transpose(0, 1).reshape(length, batch * t.shape[2], *t.shape[3:])
 
     state = q.new_zeros((batch * kv_heads, dim, dim), dtype=torch.float32)
-    y, _ = ssd_scan_chunked_ref(heads_last(shifted(v)), heads_last(shifted(k)), heads_last(q),
+    y, _ = ssd_scan_chunked_ref(heads_last(shifted(v)), heads_last(shifted(branch.map_keys(k))),
+                                heads_last(branch.map_queries(q)),
                                 heads_last(shifted(dt)), branch.A.repeat(batch), state)
     return y.view(length, batch, heads, dim).transpose(0, 1)
 
@@ -248,6 +251,10 @@ def calibrate(model: LlamaForCausalLM, spec: CalibrationSpec,
     for p in model.parameters():
         p.requires_grad_(False)
     branches = branches or seeded_branches(model, spec.seed)
+    if spec.maps:
+        for branch in branches:
+            if branch.k_map is None:
+                branch.enable_maps(model.config.head_dim)
     params = [p for b in branches for p in b.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -319,4 +326,7 @@ def apply_history_weights(model: LlamaForCausalLM, weights: HistoryWeights) -> N
         if attn.history is None:
             raise CalibrationError("history weights apply only to the hybrid attention config")
         prefix = f"layers.{i}."
-        attn.history.load_state_dict({k[len(prefix):]: v for k, v in weights.tensors.items() if k.startswith(prefix)})
+        tensors = {k[len(prefix):]: v for k, v in weights.tensors.items() if k.startswith(prefix)}
+        if "k_map" in tensors and attn.history.k_map is None:  # calibrated with --maps
+            attn.history.enable_maps(tensors["k_map"].shape[-1])
+        attn.history.load_state_dict(tensors)

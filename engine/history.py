@@ -8,6 +8,11 @@ N = Hkv is a slow cuBLAS path on GPUs); its bias, the recurrence and the state s
 reads y_t = S q_t (q after RoPE, as attention sees it) and the layer adds
 sigmoid(gate) * y_t per query head. One state per KV head; query heads of a group share it.
 Parameters are fp32 and, for pretrained checkpoints, initialised from a seed (Mamba-2's ranges).
+
+`hybench calibrate --maps` adds learned maps for the keys the branch absorbs and the queries that read
+it (k_j -> M_k k_j, q_t -> M_q q_t, one D x D pair per KV head, on the rotated q and k the cache holds),
+identity at first, so that an untrained branch is still exactly the recurrence above. A branch without
+maps (seeded, or calibrated without them) skips them entirely.
 """
 from __future__ import annotations
 
@@ -28,6 +33,28 @@ class HistoryBranch(nn.Module):
         self.dt_bias = nn.Parameter(torch.zeros(num_kv_heads, dtype=torch.float32))
         self.A_log = nn.Parameter(torch.zeros(num_kv_heads, dtype=torch.float32))
         self.gate = nn.Parameter(torch.zeros(num_heads, dtype=torch.float32))
+        self.register_parameter("k_map", None)  # [Hkv, D, D] once enable_maps ran
+        self.register_parameter("q_map", None)
+
+    def enable_maps(self, head_dim: int) -> None:
+        """Identity key and query maps, to be trained (or loaded): the branch's output is unchanged."""
+        eye = torch.eye(head_dim, dtype=torch.float32, device=self.A_log.device).expand(self.A_log.numel(), -1, -1)
+        self.k_map = nn.Parameter(eye.clone())
+        self.q_map = nn.Parameter(eye.clone())
+
+    def map_keys(self, k: torch.Tensor) -> torch.Tensor:
+        """[..., Hkv, D] keys as the branch absorbs them."""
+        if self.k_map is None:
+            return k
+        return torch.einsum("...hd,hed->...he", k.float(), self.k_map).to(k.dtype)
+
+    def map_queries(self, q: torch.Tensor) -> torch.Tensor:
+        """[..., H, D] queries as they read the state: each query head through its KV head's map."""
+        if self.q_map is None:
+            return q
+        kv_heads, dim = self.q_map.shape[0], q.shape[-1]
+        grouped = q.float().reshape(*q.shape[:-2], kv_heads, -1, dim)
+        return torch.einsum("...kgd,ked->...kge", grouped, self.q_map).reshape(q.shape).to(q.dtype)
 
     @torch.no_grad()
     def init_seeded(self, generator: torch.Generator) -> None:

@@ -22,7 +22,8 @@ from hybench.workers.eval_text import EvalTextError, EvalTextRef, text_tokens
 def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "calibrate", help="train the hybrid history branch to match full attention, for one model and window",
-        description="Layer-wise distillation: train only the history branch (dt, A, gate; base weights frozen) "
+        description="Layer-wise distillation: train only the history branch (dt, A, gate, and with --maps its key "
+        "and query maps; base weights frozen) "
         "so that each hybrid layer's output matches full attention's on the same inputs. No labels needed, and "
         "no data unless --eval-text is given. The file holds the model's hash and W, so it loads only for them (hybench.engine.calibration).",
     )
@@ -40,6 +41,9 @@ def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seq-len", type=int, default=None,
                         help="tokens per calibration sequence (default: 8W, at least 256)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per step (default: 8)")
+    parser.add_argument("--maps", action="store_true",
+                        help="also train a key and a query map per KV head (D x D, identity at first, on the rotated "
+                        "q and k the branch reads); measured on tiny-recall in docs/calibration.md")
     parser.add_argument("--output", required=True, metavar="FILE", help="history weights to write (.safetensors)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     parser.set_defaults(func=run_calibrate)
@@ -70,7 +74,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise CalibrationError(f"--output {args.output}: folder {parent} does not exist")
     seq_len = args.seq_len or max(256, 8 * args.window)
     spec = CalibrationSpec(window=args.window, steps=args.steps, seed=args.seed, batch=args.batch_size,
-                           seq_len=seq_len, data="text" if args.eval_text else args.data)
+                           seq_len=seq_len, data="text" if args.eval_text else args.data, maps=args.maps)
     resolved = resolve_model(args.model)
     text = None if args.eval_text is None else _text(args.eval_text, args.model, resolved.config.vocab_size)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

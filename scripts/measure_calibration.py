@@ -27,13 +27,14 @@ def main() -> None:
     parser.add_argument("--data", default="recall")
     parser.add_argument("--lr", type=float, default=3e-2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--maps", action="store_true", help="also train the key and query maps (hybench calibrate --maps)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     window = TRAINED_PRESET_WINDOWS["tiny-recall"]
     model = build_model(resolve_model("tiny-recall"), torch.device("cpu"), torch.float32, INPUT_LEN + 1, seed=0)
     start = time.monotonic()
     branches, curve = calibrate(model, CalibrationSpec(window=window, steps=args.steps, seed=args.seed,
-                                                       data=args.data, lr=args.lr))
+                                                       data=args.data, lr=args.lr, maps=args.maps))
     wall = time.monotonic() - start
     weights = history_weights(model, branches, window, args.steps, curve[-1])
 
@@ -49,7 +50,7 @@ def main() -> None:
         outcomes = [recall_outcome(s, sc) for s, sc in zip(seqs, scores)]
         return sum(o[0] for o in outcomes) / COUNT, sum(o[1] for o in outcomes) / COUNT
 
-    print(f"data={args.data} steps={args.steps} lr={args.lr} wall={wall:.0f}s loss {curve[0]:.4f} -> {curve[-1]:.4f}")
+    print(f"data={args.data} maps={args.maps} steps={args.steps} lr={args.lr} wall={wall:.0f}s loss {curve[0]:.4f} -> {curve[-1]:.4f}")
     for multiple in (0.25, 2.0):
         results = [outcome("full", multiple), outcome("sliding", multiple), outcome("hybrid", multiple),
                    outcome("hybrid", multiple, calibrated=True)]

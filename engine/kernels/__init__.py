@@ -51,9 +51,9 @@ class SSMBackend(Protocol):
     def step(self, cache: LayerCache, meta: DecodeMeta, history: HistoryBranch, x: torch.Tensor,
              q: torch.Tensor) -> torch.Tensor:
         """Absorb the token each row's slot holds where `meta.evict` (it leaves the window now) into
-        the row's state, store this step's dt (`history.dt(x)`, x the layer input) in the slot, and
-        return y = S q [B, H, D]. Runs before `AttentionBackend.decode` overwrites the slot's key and
-        value."""
+        the row's state (its key through `history.map_keys`), store this step's dt (`history.dt(x)`,
+        x the layer input) in the slot, and return y = S q [B, H, D] (q already mapped by the caller).
+        Runs before `AttentionBackend.decode` overwrites the slot's key and value."""
 
 
 class ReferenceAttention:
@@ -85,7 +85,7 @@ class ReferenceSSM:
 
     def step(self, cache, meta, history, x, q):
         k_old, v_old, dt_old = cache.leaving(meta.slots, meta.evict)
-        new = ssd_state_update_ref(cache.state[meta.rows], v_old, k_old, dt_old, history.A)
+        new = ssd_state_update_ref(cache.state[meta.rows], v_old, history.map_keys(k_old), dt_old, history.A)
         cache.state[meta.rows] = new
         cache.write_dt(meta.slots, history.dt(x))
         return ssd_readout_ref(new, q)

@@ -66,6 +66,7 @@ class MambaTritonSSM:
 
     def step(self, cache, meta, history, x, q):
         k_old, v_old, dt_old = cache.leaving(meta.slots, meta.evict)
+        k_old = history.map_keys(k_old)
         states, rows = cache.state, meta.rows
         groups, dim = v_old.shape[1], v_old.shape[2]
         zeros = torch.zeros(groups, dim, device=q.device, dtype=torch.float32)
