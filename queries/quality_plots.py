@@ -1,7 +1,9 @@
 """The report's quality figures: what each layout keeps (perplexity against position, recall against
 distance) and what it pays for it (KV memory against recall beyond the window).
 
-Rows come from the shipped perplexity and recall queries and the cells query. A hybrid whose history
+Rows come from the shipped perplexity and recall queries and the cells query. Recall is drawn twice:
+its accuracy, and its NLL beside a uniform guess, where a layout that cannot see the block is
+confidently wrong (far above ln V) rather than unsure. A hybrid whose history
 branch was calibrated (`ssm_init` calibrated:<sha>) is a line of its own, "hybrid (calibrated)". A panel
 per model, window and input length; the window W is marked on every x axis, and the reference a model
 without any context would reach (a uniform guess: ln V nats, chance 1/V) on every y axis. Each figure
@@ -63,6 +65,10 @@ def draw_quality_figures(perplexity: list[dict], recall: list[dict], cells: list
         figures.append(_figure(f"recall_vs_distance{suffix}", "Recall against distance: top-1 accuracy on the repeated "
                                "block (95% interval over sequences)", recall, colors, _recall_panel,
                                "chance (1 / V)", out_dir, fmt))
+        figures.append(_figure(f"recall_nll_vs_distance{suffix}", "Recall against distance: mean NLL per token on "
+                               "the repeated block (95% interval over sequences); above the uniform guess a layout "
+                               "is confidently wrong", recall, colors, _recall_nll_panel, "uniform guess (ln V)",
+                               out_dir, fmt))
         points = _longest_input(cost_quality_points(recall, cells))
         if points:
             figures.append(_figure(f"cost_quality{suffix}", "What each layout keeps for what it holds:\nrecall beyond W "
@@ -180,18 +186,33 @@ def _recall_panel(ax: Axes, rows: list[dict], colors: dict[str, str]) -> list[tu
     """Top-1 accuracy (%) against distance in units of W (log2 axis), W marked."""
     drawn = _lines(ax, rows, colors, lambda r: r["distance_w"], "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                    scale=100.0)
+    _distance_axis(ax, rows)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylim(-3, 103)
+    vocab = _vocab(rows)
+    if vocab:
+        ax.axhline(100.0 / vocab, **_REFERENCE)
+    return drawn
+
+
+def _recall_nll_panel(ax: Axes, rows: list[dict], colors: dict[str, str]) -> list[tuple]:
+    """NLL (nats) against distance in units of W (log2 axis), W and a uniform guess marked."""
+    drawn = _lines(ax, rows, colors, lambda r: r["distance_w"], "nll_mean", "nll_ci_low", "nll_ci_high")
+    _distance_axis(ax, rows)
+    ax.set_ylabel("NLL per token on the repeated block (nats)")
+    vocab = _vocab(rows)
+    if vocab:
+        ax.axhline(math.log(vocab), **_REFERENCE)
+    return drawn
+
+
+def _distance_axis(ax: Axes, rows: list[dict]) -> None:
     distances = sorted({r["distance_w"] for r in rows})
     ax.set_xscale("log", base=2)
     ax.set_xticks(distances, [f"{d:g}" for d in distances])
     ax.minorticks_off()
     ax.set_xlabel("distance between the block and its repeat, in units of W")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(-3, 103)
     ax.axvline(1, **_WINDOW_MARK)
-    vocab = _vocab(rows)
-    if vocab:
-        ax.axhline(100.0 / vocab, **_REFERENCE)
-    return drawn
 
 
 def _cost_panel(ax: Axes, rows: list[dict], colors: dict[str, str]) -> list[tuple]:

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from hybench.queries.quality_plots import draw_quality_figures
+from hybench.queries.quality_plots import draw_quality_figures, quality_label
 from hybench.queries.report import collect, write_report
 from hybench.queries.store_views import Selection, sides
 from hybench.workers.records import result_tables
@@ -23,7 +23,7 @@ BUCKETS = ((0.0, 1.0), (1.0, 2.0), (2.0, 4.0))
 SEQUENCES = 8
 BLOCK = 15  # tokens scored per recall sequence
 # Top-1 hits per sequence at each distance: full recalls everywhere, sliding only inside the window,
-# a calibrated hybrid some of the way; seeded hybrid as sliding.
+# a calibrated hybrid some of the way; seeded hybrid as sliding. A miss costs 16 nats: confidently wrong.
 HITS = {"full": lambda d, i: BLOCK, "sliding": lambda d, i: BLOCK if d < 1 else 0,
         "hybrid": lambda d, i: BLOCK if d < 1 else 0, "hybrid@calibrated:abc": lambda d, i: BLOCK if d < 1 else i % 4}
 
@@ -39,7 +39,7 @@ def _quality_job(store: ResultStore, label: str, task: str, rng: np.random.Gener
             for d in DISTANCES:
                 hits = HITS[label](d, i)
                 rows.append(dict(key, task=task, request_id=i, distance=int(d * WINDOW), distance_w=d, tokens=BLOCK,
-                                 nll_sum=float(BLOCK - hits) * 5.0 + rng.uniform(0, 0.1), correct=hits))
+                                 nll_sum=float(BLOCK - hits) * 16.0 + rng.uniform(0, 0.1), correct=hits))
         else:
             for start, end in BUCKETS:
                 tokens = int((end - start) * WINDOW)
@@ -89,6 +89,16 @@ def test_recall_figure_draws_each_configs_accuracy_by_distance(drawn):
         assert line.y == pytest.approx(want)
 
 
+def test_recall_nll_figure_draws_each_configs_nll_by_distance(drawn):
+    results, figures = drawn
+    figure = figures["recall_nll_vs_distance"]
+    by_cell = {(quality_label(r), r["distance_w"]): r["nll_mean"] for r in results.rows("recall")}
+    for label in ("full", "sliding", "hybrid", "hybrid (calibrated)"):
+        line = _series(figure, label, "nll_mean")
+        assert line.x == DISTANCES and line.y == pytest.approx([by_cell[(label, d)] for d in DISTANCES])
+    assert _series(figure, "sliding", "nll_mean").y[-1] > math.log(VOCAB)  # confidently wrong beyond W
+
+
 def test_perplexity_figure_draws_nll_by_position_bucket(drawn):
     results, figures = drawn
     figure = figures["perplexity_vs_position"]
@@ -124,7 +134,7 @@ def test_findings_state_both_sides_with_intervals(quality_store, tmp_path):
     assert f"a uniform guess scores {math.log(VOCAB):.2f}" in perplexity
     assert "inside the window (0-1W): full 2.0" in perplexity and "farthest (2-4W): full 2.0" in perplexity
     assert "sliding 2.0" in perplexity.split("farthest")[0] and "no difference beyond noise from full" in perplexity
-    for name in ("perplexity_vs_position", "recall_vs_distance", "cost_quality"):
+    for name in ("perplexity_vs_position", "recall_vs_distance", "recall_nll_vs_distance", "cost_quality"):
         assert f"({name}.png)" in summary and os.path.exists(tmp_path / f"{name}.png")
     assert "## Recall" in summary and "## Perplexity" in summary
 

@@ -311,6 +311,7 @@ def _without_quality(summary: str) -> list[str]:
         if line.startswith("## "):
             skipping = line in ("## Recall", "## Perplexity")
         if not (skipping or line.startswith(("- Recall,", "- Perplexity,"))
-                or any(f"({name}.svg)" in line for name in ("recall_vs_distance", "perplexity_vs_position", "cost_quality"))):
+                or any(f"({name}.svg)" in line for name in ("recall_vs_distance", "recall_nll_vs_distance",
+                                                             "perplexity_vs_position", "cost_quality"))):
             out.append(line)
     return out
