@@ -157,7 +157,8 @@ def _errorbars(ax: Axes, xs: list[float], cells: list[dict | None], column: str,
                         color="black", ecolor="0.2", capsize=3, linewidth=1, zorder=5)
 
 
-def _wrap(text: str, width: int) -> str:
+def wrap(text: str, width: int) -> str:
+    """Each line of `text` wrapped at `width` characters, words kept whole."""
     return "\n".join(part for line in text.splitlines() for part in textwrap.wrap(line, width, break_long_words=False))
 
 
@@ -190,7 +191,7 @@ def _figure(name: str, title: str, panels: list[Panel], sides: list[tuple[str, l
                     panel_title = f"{side}\n{panel.title}" if side else panel.title
                     if len(variants) > 1:
                         panel_title += "\n" + variant_title(variant, shown)
-                    ax.set_title(_wrap(panel_title, int(_TITLE_CHARS_PER_INCH * width / ncols)), fontsize=9)
+                    ax.set_title(wrap(panel_title, int(_TITLE_CHARS_PER_INCH * width / ncols)), fontsize=9)
                     ax.set_ylabel(panel.ylabel)
                     ax.set_xlabel(panel.xlabel)
                     ax.grid(axis="y", alpha=0.3)
@@ -215,7 +216,7 @@ def _figure(name: str, title: str, panels: list[Panel], sides: list[tuple[str, l
             _share_y(group)
     if len(variants) == 1:
         title += "\n" + variant_title(variants[0])
-    fig.suptitle(_wrap(title, int(_TITLE_CHARS_PER_INCH * width * 0.9)), fontsize=12)
+    fig.suptitle(wrap(title, int(_TITLE_CHARS_PER_INCH * width * 0.9)), fontsize=12)
     _legend(fig, series, colors, style_key, columns=max(2, int(width / 2.2)))
     path = os.path.join(out_dir, f"{name}.{fmt}")
     fig.savefig(path, dpi=100)

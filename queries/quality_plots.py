@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from hybench.queries.cells import config_rank
-from hybench.queries.plots import Drawn, Series, config_colors
+from hybench.queries.plots import Drawn, Series, config_colors, wrap
 
 _COLUMNS = 3
 _REFERENCE = dict(color="0.35", linewidth=1, linestyle=":")
@@ -128,7 +128,7 @@ def _figure(name: str, title: str, rows: list[dict], colors: dict[str, str],
                    for label, column, x, y in draw(ax, panel_rows, colors)]
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(wrap(title, int(11 * fig.get_figwidth())), fontsize=12)  # ~11 characters an inch at 12 pt
     handles = [Patch(color=colors[label], label=label) for label in sorted({s.config for s in series}, key=label_rank)]
     if reference:
         handles.append(Line2D([], [], label=reference, **_REFERENCE))
