@@ -7,6 +7,7 @@ large files instead of every result file. It writes only below ``<store>/_index/
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -36,6 +37,8 @@ def add_index_parser(sub: argparse._SubParsersAction) -> None:
 def run_index_command(args: argparse.Namespace) -> int:
     began = time.monotonic()
     store = ResultStore(args.results_dir)
+    if store.is_local and not os.path.isdir(store.root):
+        raise StoreError(f"results dir {args.results_dir} does not exist (--results-dir)")
     added = store.refresh_index(_bar(args.progress))
     print(f"hybench index: {added} result files added to the index of {args.results_dir} "
           f"in {time.monotonic() - began:.1f} s")

@@ -159,7 +159,9 @@ def test_a_linked_index_is_not_followed(store, tmp_path, capsys):
     assert "symbolic link" in capsys.readouterr().err
 
 
-def test_hybench_index_command(store, capsys):
+def test_hybench_index_command(store, tmp_path, capsys):
+    assert main(["index", "--results-dir", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "nowhere").exists()
     assert main(["index", "--results-dir", store.uri, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "result files added to the index" in out and len(_segments(store)) == 1
