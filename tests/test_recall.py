@@ -48,3 +48,13 @@ def test_refuses_what_does_not_fit():
         recall_sequence(256, 100, 1, 10, seed=0)
     with pytest.raises(RecallInputError, match=">= 0"):
         recall_sequence(256, 100, 8, -1, seed=0)
+
+
+def test_a_recall_job_too_large_to_hold_is_refused_in_one_line(tmp_path, capsys):
+    """Its sequences are built before the job runs: 2^31 prompts must not try to allocate them."""
+    from hybench.orchestrator.cli import main
+
+    assert main(["sweep", "--num-prompts", "2147483648", "--results", str(tmp_path / "r"), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--num-prompts 2147483648" in err and "lower --num-prompts" in err
+    assert not (tmp_path / "r").exists()

@@ -46,4 +46,4 @@ def perplexity_work(spec: JobSpec, resolved: ResolvedModel) -> QualityWork:
         return [{"task": "perplexity", "request_id": i} | row
                 for i, s in enumerate(scores) for row in bucket_rows(s, spec.window)]
 
-    return QualityWork(sequences, rows)
+    return QualityWork(lambda: (sequences, None), rows)  # the text bounds them; cut when checked

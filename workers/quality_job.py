@@ -22,12 +22,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class QualityWork:
-    """A quality job's sequences, the positions of each that are scored (None: all), and how their
-    scores become `quality` rows (without the job key)."""
+    """How to build a quality job's sequences and the positions of each that are scored (None: all), and
+    how their scores become `quality` rows (without the job key). `build` runs when the job runs, not when
+    the driver checks it, so that checking a large job allocates nothing."""
 
-    sequences: list[list[int]]
+    build: Callable[[], tuple[list[list[int]], list[range] | None]]
     rows: Callable[[list[TokenScores]], list[dict]]
-    positions: list[range] | None = None
 
 
 def execute_quality(job: PreparedJob, work: QualityWork, models: ModelCache, quality_rows: list[dict]) -> dict:
@@ -35,16 +35,17 @@ def execute_quality(job: PreparedJob, work: QualityWork, models: ModelCache, qua
 
     The first sequence is scored once untimed before the timed pass, as a throughput job's warmup
     iterations are: the first calls of a shape pay for kernel selection and allocator growth."""
+    sequences, positions = work.build()
     engine, ssm_init = start_engine(job, models)
     try:
-        score_sequences(engine, work.sequences[:1], work.positions and work.positions[:1])
+        score_sequences(engine, sequences[:1], positions and positions[:1])
         engine.steps.clear()
         start = time.monotonic_ns()
-        scores = score_sequences(engine, work.sequences, work.positions)
+        scores = score_sequences(engine, sequences, positions)
         elapsed_s = (time.monotonic_ns() - start) / 1e9
         rows = work.rows(scores)
         quality_rows += rows
-        forced = sum(len(tokens) for tokens in work.sequences)
+        forced = sum(len(tokens) for tokens in sequences)
         tokens = sum(r["tokens"] for r in rows)
         return engine_fields(job, engine, engine.steps) | {
             "ssm_init": ssm_init,
