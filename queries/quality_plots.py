@@ -71,9 +71,9 @@ def draw_quality_figures(perplexity: list[dict], recall: list[dict], cells: list
                                out_dir, fmt))
         points = _longest_input(cost_quality_points(recall, cells))
         if points:
-            figures.append(_figure(f"cost_quality{suffix}", "What each layout keeps for what it holds:\nrecall beyond W "
-                                   "against KV + SSM state in use at peak (each model's longest input)", points, colors, _cost_panel, None,
-                                   out_dir, fmt))
+            figures.append(_figure(f"cost_quality{suffix}", "What each layout keeps for what it holds: recall beyond "
+                                   "W against KV + SSM state in use at peak (each model's longest input)", points,
+                                   colors, _cost_panel, None, out_dir, fmt))
     return figures
 
 
@@ -95,8 +95,7 @@ def cost_quality_points(recall: list[dict], cells: list[dict]) -> list[dict]:
         tokens = sum(r["tokens"] for r in rows)
         if gib is None or not tokens:
             continue
-        points.append(dict(rows[0], state_gib=gib, accuracy=sum(r["accuracy"] * r["tokens"] for r in rows) / tokens,
-                           distances=f"{min(r['distance_w'] for r in rows):g}-{max(r['distance_w'] for r in rows):g}W"))
+        points.append(dict(rows[0], state_gib=gib, accuracy=sum(r["accuracy"] * r["tokens"] for r in rows) / tokens))
     return points
 
 
